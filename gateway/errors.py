@@ -1,0 +1,38 @@
+"""The gateway's exception tree.
+
+    GatewayError                 anything the gateway raises on purpose
+    ├── ConfigError              bad configuration: every problem, one line each (exit 2)
+    ├── StartupError             a listener cannot bind, credentials missing (exit 2)
+    └── DeliveryError            a request failed; carries status, retryable, request_id
+
+Malformed StatsD lines are not exceptions: the parser returns them as reason-coded data.
+``ConfigError`` lives in ``gateway.config`` beside the settings it describes and derives
+from ``GatewayError``.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+
+class StartupError(GatewayError):
+    """The gateway cannot start as configured; the message is one line for the operator."""
+
+
+class DeliveryError(GatewayError):
+    """A putMetricData request failed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+        self.request_id = request_id
