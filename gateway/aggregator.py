@@ -1,0 +1,289 @@
+"""Series registry, type ownership, gauges and the lifecycle of windows (CONTRACT 3 and 4).
+
+A state machine with explicit time: ``add(batch, now)`` folds a parsed batch into the open
+windows, ``close(now)`` returns a snapshot for every window whose grace has passed.  Windows
+are aligned to the wall clock, ``[k*W, (k+1)*W)``; a window closes ``grace`` seconds after
+its end, and the next window is already collecting by then.
+
+Every series has a dense index into numpy columns.  The series keeps the type of its first
+sample while it is live (it has samples in an open window, or it is a held gauge); samples of
+another type are conflicts and leave no state.  Gauges keep a running value across windows
+and are reported, held, until they have not been updated for ``gauge_ttl`` seconds.
+
+No I/O, no clock reads, no logging; only this module and ``gateway.window`` import numpy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from itertools import repeat
+
+import numpy as np
+import numpy.typing as npt
+
+from gateway.protocol import Kind, Op, ParsedBatch, SeriesKey
+from gateway.window import Floats, Indices, Window, WindowSnapshot
+
+_NONE = -1
+
+
+@dataclass(slots=True)
+class AddResult:
+    """What ``add`` did with a batch, for the health counters."""
+
+    samples: dict[Kind, int] = field(default_factory=dict)
+    late: int = 0
+    conflicts: int = 0
+    new_series: int = 0
+
+
+class Aggregator:
+    def __init__(self, *, window: int, grace: float, gauge_ttl: float, now: float) -> None:
+        if window < 1 or grace < 0:
+            raise ValueError("window must be at least 1 s and grace at least 0")
+        self.length = window
+        self.grace = grace
+        self.gauge_ttl = gauge_ttl
+        self._index: dict[SeriesKey, int] = {}
+        self._keys: list[SeriesKey] = []
+        self._capacity = 1024
+        self._kind = np.full(self._capacity, _NONE, dtype=np.int8)
+        # A gauge's running value (what the next delta adjusts), and its value as of the end
+        # of the last closed window that updated it, with that window's start.
+        self._gauge_value: Floats = np.zeros(self._capacity)
+        self._gauge_live = np.zeros(self._capacity, dtype=bool)
+        self._gauge_closed_value: Floats = np.zeros(self._capacity)
+        self._gauge_closed_start = np.full(self._capacity, _NONE, dtype=np.int64)
+        self._windows: dict[int, Window] = {}
+        self._next_close = self.window_start(now)
+
+    # --- time ------------------------------------------------------------------------------
+
+    def window_start(self, t: float) -> int:
+        return math.floor(t / self.length) * self.length
+
+    def next_close_time(self) -> float:
+        """When the oldest window that is not yet closed may be closed."""
+        return self._next_close + self.length + self.grace
+
+    @property
+    def series(self) -> int:
+        """Series with an index (live or idle)."""
+        return len(self._keys)
+
+    @property
+    def live_series(self) -> int:
+        return int(np.count_nonzero(self._kind[: len(self._keys)] != _NONE))
+
+    # --- intake ----------------------------------------------------------------------------
+
+    def add(self, batch: ParsedBatch, now: float) -> AddResult:
+        result = AddResult()
+        n = len(batch.keys)
+        if n == 0:
+            return result
+        idx = self._indices(batch.keys, result)
+        ops = np.fromiter(batch.ops, dtype=np.int8, count=n)
+        values: Floats = np.fromiter(batch.values, dtype=np.float64, count=n)
+        weights: Floats = np.fromiter(batch.weights, dtype=np.float64, count=n)
+        starts, keep = self._place(batch.timestamps, n, now)
+        result.late = n - int(np.count_nonzero(keep))
+
+        kinds = np.where(ops == Op.GAUGE_DELTA, np.int8(Kind.GAUGE), ops)
+        self._claim_types(idx[keep], kinds[keep])
+        keep &= self._kind[idx] == kinds
+        result.conflicts = n - result.late - int(np.count_nonzero(keep))
+
+        is_set = ops == Op.SET
+        members = batch.members
+        if not keep.all():
+            members = [m for m, k in zip(members, keep[is_set].tolist(), strict=True) if k]
+            idx, ops, kinds, starts = idx[keep], ops[keep], kinds[keep], starts[keep]
+            values, weights, is_set = values[keep], weights[keep], is_set[keep]
+        counts = np.bincount(kinds, minlength=len(Kind))
+        result.samples = {kind: int(counts[kind]) for kind in Kind if counts[kind]}
+
+        is_gauge = kinds == Kind.GAUGE
+        if is_gauge.any():
+            values = values.copy()
+            values[is_gauge] = self._run_gauges(idx[is_gauge], values[is_gauge], ops[is_gauge])
+            weights = np.where(is_gauge, 1.0, weights)  # gauges ignore the sample rate
+        for start in np.unique(starts).tolist():
+            window = self._window(start)
+            here = starts == start
+            numeric = here & ~is_set
+            if numeric.any():
+                window.add(idx[numeric], values[numeric], weights[numeric])
+            sets = here & is_set
+            if sets.any():
+                in_window = (here[is_set]).tolist()
+                picked = [m for m, h in zip(members, in_window, strict=True) if h]
+                window.add_members(idx[sets].tolist(), picked)
+        return result
+
+    def _indices(self, keys: list[SeriesKey], result: AddResult) -> Indices:
+        idx = np.fromiter(map(self._index.get, keys, repeat(_NONE)), dtype=np.intp, count=len(keys))
+        for pos in np.flatnonzero(idx == _NONE).tolist():
+            key = keys[pos]
+            found = self._index.get(key)
+            if found is None:
+                found = self._register(key)
+                result.new_series += 1
+            idx[pos] = found
+        return idx
+
+    def _register(self, key: SeriesKey) -> int:
+        i = len(self._keys)
+        if i >= self._capacity:
+            self._grow(self._capacity * 2)
+        self._index[key] = i
+        self._keys.append(key)
+        return i
+
+    def _grow(self, capacity: int) -> None:
+        extra = capacity - self._capacity
+        self._kind = np.concatenate([self._kind, np.full(extra, _NONE, dtype=np.int8)])
+        self._gauge_value = np.concatenate([self._gauge_value, np.zeros(extra)])
+        self._gauge_live = np.concatenate([self._gauge_live, np.zeros(extra, dtype=bool)])
+        self._gauge_closed_value = np.concatenate([self._gauge_closed_value, np.zeros(extra)])
+        self._gauge_closed_start = np.concatenate(
+            [self._gauge_closed_start, np.full(extra, _NONE, dtype=np.int64)]
+        )
+        for window in self._windows.values():
+            window.grow(capacity)
+        self._capacity = capacity
+
+    def _place(
+        self, timestamps: list[int], n: int, now: float
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+        """The window start of each sample, and which samples are not late (CONTRACT 3).
+
+        A ``|T`` sample joins its own window while that window is still open (not closed,
+        and its grace not yet over); an older one is late; a future one joins the current.
+        """
+        current = self.window_start(now)
+        starts = np.full(n, current, dtype=np.int64)
+        keep = np.ones(n, dtype=bool)
+        stamps = np.fromiter(timestamps, dtype=np.int64, count=n)
+        stamped = stamps > 0
+        if stamped.any():
+            own = (stamps // self.length) * self.length
+            past = stamped & (own < current)
+            still_open = (own >= self._next_close) & (own + self.length + self.grace > now)
+            starts[past & still_open] = own[past & still_open]
+            keep = ~(past & ~still_open)
+        return starts, keep
+
+    def _claim_types(self, idx: Indices, kinds: npt.NDArray[np.int8]) -> None:
+        """A series without a type takes the type of its first sample in this batch."""
+        free = self._kind[idx] == _NONE
+        if free.any():
+            series, first = np.unique(idx[free], return_index=True)
+            self._kind[series] = kinds[free][first]
+
+    def _run_gauges(self, idx: Indices, values: Floats, ops: npt.NDArray[np.int8]) -> Floats:
+        """Each gauge sample's resulting value, in arrival order, updating running values."""
+        deltas = ops == Op.GAUGE_DELTA
+        if deltas.any():
+            running: dict[int, float] = {}
+            held, live = self._gauge_value, self._gauge_live
+            out = values.copy()
+            for j, (i, value, delta) in enumerate(
+                zip(idx.tolist(), values.tolist(), deltas.tolist(), strict=True)
+            ):
+                if delta:
+                    base = running.get(i)
+                    if base is None:
+                        base = float(held[i]) if live[i] else 0.0
+                    value += base
+                running[i] = value
+                out[j] = value
+            values = out
+        series, first = np.unique(idx[::-1], return_index=True)
+        self._gauge_value[series] = values[::-1][first]
+        self._gauge_live[series] = True
+        return values
+
+    def _window(self, start: int) -> Window:
+        window = self._windows.get(start)
+        if window is None:
+            window = self._windows[start] = Window(start, self._capacity)
+        return window
+
+    # --- closing ---------------------------------------------------------------------------
+
+    def close(self, now: float) -> list[WindowSnapshot]:
+        """Close every window whose end plus grace is at or before ``now``, oldest first."""
+        closed = []
+        while self.next_close_time() <= now:
+            if not self._windows and not self._gauge_live.any():
+                # Nothing open and nothing held: the idle windows in between report nothing.
+                self._next_close = max(self._next_close, self.window_start(now - self.grace))
+                continue
+            closed.append(self._close_one(self._next_close))
+            self._next_close += self.length
+        return closed
+
+    def close_all(self, now: float) -> list[WindowSnapshot]:
+        """Close every window up to and including the open one (shutdown, CONTRACT 7)."""
+        last = max(self.window_start(now), max(self._windows, default=self._next_close))
+        closed = []
+        while self._next_close <= last:
+            closed.append(self._close_one(self._next_close))
+            self._next_close += self.length
+        return closed
+
+    def _close_one(self, start: int) -> WindowSnapshot:
+        n = len(self._keys)
+        window = self._windows.pop(start, None) or Window(start, self._capacity)
+        kinds = self._kind[:n]
+        touched = window.touched[:n]
+        rows = np.flatnonzero(touched)
+        row_kinds = kinds[rows]
+
+        closed_start = self._gauge_closed_start[:n]
+        age = start - closed_start
+        is_gauge = kinds == Kind.GAUGE
+        held = np.flatnonzero(
+            (closed_start != _NONE) & ~touched & is_gauge & (age < self.gauge_ttl)
+        )
+        distinct = np.zeros(len(rows), dtype=np.int64)
+        for j in np.flatnonzero(row_kinds == Kind.SET).tolist():
+            distinct[j] = len(window.sets[int(rows[j])])
+        keys = self._keys
+        snapshot = WindowSnapshot(
+            start=start,
+            keys=[keys[i] for i in rows.tolist()],
+            kinds=row_kinds,
+            sum=window.sum[rows],
+            count=window.count[rows],
+            min=window.min[rows],
+            max=window.max[rows],
+            last=window.last[rows],
+            distinct=distinct,
+            held_keys=[keys[i] for i in held.tolist()],
+            held_values=self._gauge_closed_value[held],
+        )
+
+        updated = rows[row_kinds == Kind.GAUGE]
+        self._gauge_closed_value[updated] = window.last[updated]
+        self._gauge_closed_start[updated] = start
+        self._release(start, n, touched, is_gauge)
+        return snapshot
+
+    def _release(
+        self, start: int, n: int, touched: npt.NDArray[np.bool_], is_gauge: npt.NDArray[np.bool_]
+    ) -> None:
+        """Free the type of series that stopped being live when window ``start`` closed."""
+        still_open = np.zeros(n, dtype=bool)
+        for window in self._windows.values():
+            still_open |= window.touched[:n]
+        closed_start = self._gauge_closed_start[:n]
+        expired = is_gauge & (closed_start != _NONE) & (start - closed_start >= self.gauge_ttl)
+        closed_start[expired] = _NONE
+        gone = expired & ~still_open
+        self._gauge_live[:n][gone] = False
+        self._gauge_value[:n][gone] = 0.0
+        free = (touched & ~is_gauge & ~still_open) | gone
+        self._kind[:n][free] = _NONE

@@ -1,0 +1,123 @@
+"""One window's accumulators, and the snapshot a closed window leaves behind.
+
+A window keeps one slot per series (the aggregator's dense index) in numpy columns:
+weighted sum and count, raw min, max and last value, whether the series was touched, and
+the distinct members of set series.  Closing a window hands its columns to a
+``WindowSnapshot``; nothing writes to them afterwards, so the snapshot can be turned into
+points in another thread while ingestion goes on into fresh columns.
+
+Only this module and ``gateway.aggregator`` import numpy; ``WindowSnapshot.rows`` yields
+plain Python numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from gateway.protocol import Kind, SeriesKey
+
+Floats = npt.NDArray[np.float64]
+Indices = npt.NDArray[np.intp]
+
+Stats = tuple[float, float | None, float, float, float, float]
+"""(avg, sum, last, max, min, count); ``sum`` is None for gauges, whose points carry no sum."""
+
+
+class Window:
+    """Columns for the samples of one window ``[start, start + length)``."""
+
+    __slots__ = ("count", "last", "max", "min", "sets", "start", "sum", "touched")
+
+    def __init__(self, start: int, capacity: int) -> None:
+        self.start = start
+        self.sum: Floats = np.zeros(capacity)
+        self.count: Floats = np.zeros(capacity)
+        self.min: Floats = np.full(capacity, np.inf)
+        self.max: Floats = np.full(capacity, -np.inf)
+        self.last: Floats = np.zeros(capacity)
+        self.touched = np.zeros(capacity, dtype=bool)
+        self.sets: dict[int, set[bytes]] = {}
+
+    def grow(self, capacity: int) -> None:
+        extra = capacity - len(self.sum)
+        if extra <= 0:
+            return
+        self.sum = np.concatenate([self.sum, np.zeros(extra)])
+        self.count = np.concatenate([self.count, np.zeros(extra)])
+        self.min = np.concatenate([self.min, np.full(extra, np.inf)])
+        self.max = np.concatenate([self.max, np.full(extra, -np.inf)])
+        self.last = np.concatenate([self.last, np.zeros(extra)])
+        self.touched = np.concatenate([self.touched, np.zeros(extra, dtype=bool)])
+
+    def add(self, idx: Indices, values: Floats, weights: Floats) -> None:
+        """Fold samples in arrival order: ``sum += w*v``, ``count += w``, raw min/max/last."""
+        np.add.at(self.sum, idx, weights * values)
+        np.add.at(self.count, idx, weights)
+        np.minimum.at(self.min, idx, values)
+        np.maximum.at(self.max, idx, values)
+        # The last sample of each series: the first occurrence in the reversed order.
+        series, first = np.unique(idx[::-1], return_index=True)
+        self.last[series] = values[::-1][first]
+        self.touched[idx] = True
+
+    def add_members(self, idx: list[int], members: list[bytes]) -> None:
+        sets = self.sets
+        for i, member in zip(idx, members, strict=True):
+            found = sets.get(i)
+            if found is None:
+                sets[i] = {member}
+            else:
+                found.add(member)
+        self.touched[idx] = True
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSnapshot:
+    """What one closed window reports: one row per series, as columns.
+
+    ``held`` rows are gauges that were not updated in the window but are still live; they
+    report their value as of the window's end with a count of 0.
+    """
+
+    start: int
+    keys: list[SeriesKey]
+    kinds: npt.NDArray[np.int8]
+    sum: Floats
+    count: Floats
+    min: Floats
+    max: Floats
+    last: Floats
+    distinct: npt.NDArray[np.int64]
+    held_keys: list[SeriesKey]
+    held_values: Floats
+
+    def __len__(self) -> int:
+        return len(self.keys) + len(self.held_keys)
+
+    def rows(self) -> Iterator[tuple[SeriesKey, Kind, Stats]]:
+        """Every row as (series key, kind, stats) with plain floats, per CONTRACT 4."""
+        columns = zip(
+            self.keys,
+            self.kinds.tolist(),
+            self.sum.tolist(),
+            self.count.tolist(),
+            self.min.tolist(),
+            self.max.tolist(),
+            self.last.tolist(),
+            self.distinct.tolist(),
+            strict=True,
+        )
+        for key, kind, total, count, low, high, last, distinct in columns:
+            if kind == Kind.SET:
+                n = float(distinct)
+                yield key, Kind.SET, (n, n, n, n, n, n)
+            elif kind == Kind.GAUGE:
+                yield key, Kind.GAUGE, (total / count, None, last, high, low, count)
+            else:
+                yield key, Kind(kind), (total / count, total, last, high, low, count)
+        for key, value in zip(self.held_keys, self.held_values.tolist(), strict=True):
+            yield key, Kind.GAUGE, (value, None, value, value, value, 0.0)
