@@ -1,0 +1,104 @@
+"""Closed windows become API points: values clamped, every point checked, encoded once.
+
+A type-2 point (the seed's aggregated form) carries avg, sum, last, max, min and count
+(gauges leave out sum).  With ``point_type=1`` each statistic becomes its own raw point
+``<metric>.<stat>`` with ``{"value": x}``, for accounts whose API accepts only raw points.
+
+Values are JSON numbers clamped to +-9223372036854775807, written as that exact integer:
+the float nearest to it is 2**63, which the API refuses.  Every point is checked against
+the seed's rules (``gateway.rules``) before it leaves; a point that fails is dropped and
+counted, never sent to be refused.
+
+Pure: no I/O, no logging, no numpy (snapshots hand over plain floats).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from gateway.protocol import Kind, SeriesKey
+from gateway.rules import VALUE_MAX, Limits, check_point
+from gateway.window import Stats
+
+STAT_NAMES = ("avg", "sum", "last", "max", "min", "count")
+_INTEGRAL_EXACT = 2.0**53
+
+
+class PointDrop(enum.StrEnum):
+    INVALID = "invalid"
+
+
+@dataclass(slots=True)
+class BuildResult:
+    """Encoded points (one JSON object each), and what had to be changed or dropped."""
+
+    points: list[bytes] = field(default_factory=list)
+    clamped: int = 0
+    invalid: int = 0
+    problems: list[str] = field(default_factory=list)
+    """The rule violations of the first few invalid points, for a log line."""
+
+
+def json_number(value: float) -> tuple[int | float, bool]:
+    """The JSON value for ``value`` and whether it was clamped into the API's range."""
+    if value >= VALUE_MAX:
+        return VALUE_MAX, True
+    if value <= -VALUE_MAX:
+        return -VALUE_MAX, True
+    if value.is_integer() and abs(value) < _INTEGRAL_EXACT:
+        return int(value), False
+    return value, False
+
+
+class PointBuilder:
+    def __init__(
+        self, *, namespace: str, point_type: int = 2, limits: Limits | None = None
+    ) -> None:
+        if point_type not in (1, 2):
+            raise ValueError("point_type must be 1 or 2")
+        self._namespace = namespace
+        self._point_type = point_type
+        self._limits = limits or Limits()
+
+    def build(
+        self, rows: Iterable[tuple[SeriesKey, Kind, Stats]], timestamp: int, *, now: float
+    ) -> BuildResult:
+        result = BuildResult()
+        for key, _kind, stats in rows:
+            metric, dimensions = key
+            for name, values in self._shapes(metric, stats, result):
+                point = {
+                    "namespace": self._namespace,
+                    "metric": name,
+                    "dimensions": dict(dimensions),
+                    "timestamp": timestamp,
+                    "type": self._point_type,
+                    "values": values,
+                }
+                problems = check_point(point, now=now, limits=self._limits)
+                if problems:
+                    result.invalid += 1
+                    if len(result.problems) < 5:
+                        result.problems.append(f"{name}: {'; '.join(problems)}")
+                    continue
+                result.points.append(json.dumps(point, separators=(",", ":")).encode())
+        return result
+
+    def _shapes(
+        self, metric: str, stats: Stats, result: BuildResult
+    ) -> Iterator[tuple[str, dict[str, int | float]]]:
+        values: dict[str, int | float] = {}
+        for stat, raw in zip(STAT_NAMES, stats, strict=True):
+            if raw is None:
+                continue
+            number, clamped = json_number(raw)
+            result.clamped += clamped
+            values[stat] = number
+        if self._point_type == 2:
+            yield metric, values
+        else:
+            for stat, number in values.items():
+                yield f"{metric}.{stat}", {"value": number}
