@@ -1,0 +1,270 @@
+"""Wiring: the one place that knows every stage, and the gateway's lifecycle.
+
+    listener --batches--> parser --columns--> aggregator --snapshots--> points --> bodies
+        --> outbox --> sink (stdout or the JD Cloud client)
+
+Intake runs in the event loop; a closed window is turned into bodies in a worker thread so
+that intake never pauses while it is reported; a delivery task drains the outbox.  Each
+stage returns what happened (rejects, conflicts, invalid points, send results) and this
+module counts it in ``GatewayMetrics``.
+
+On SIGTERM or SIGINT (CONTRACT 7): stop reading, take in what was already received, close
+every window up to and including the open one, deliver within ``--shutdown-timeout``, log
+what could not be delivered, return 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry
+
+from gateway.aggregator import AddResult, Aggregator
+from gateway.batches import Body, pack
+from gateway.clock import Clock, SystemClock
+from gateway.config import Settings
+from gateway.health import HealthServer
+from gateway.listener import READ_SIZE, UdpListener, kernel_drops, open_udp_socket
+from gateway.metrics import GatewayMetrics
+from gateway.points import BuildResult, PointBuilder
+from gateway.protocol import ParsedBatch, Parser
+from gateway.rules import Limits
+from gateway.series import SeriesNamer
+from gateway.sinks import Sink
+from gateway.window import WindowSnapshot
+
+logger = logging.getLogger(__name__)
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        sink: Sink,
+        *,
+        registry: CollectorRegistry | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.metrics = GatewayMetrics(registry or CollectorRegistry())
+        self._sink = sink
+        namer = SeriesNamer(
+            settings.dimensions,
+            max_dimensions=settings.max_dimensions,
+            max_dimension_bytes=settings.max_dimension_bytes,
+        )
+        self.parser = Parser(namer)
+        self.aggregator = Aggregator(
+            window=settings.window,
+            grace=settings.window_grace,
+            gauge_ttl=settings.gauge_ttl,
+            now=self.clock.time(),
+        )
+        self._builder = PointBuilder(
+            namespace=settings.namespace,
+            point_type=settings.point_type,
+            limits=Limits(
+                max_dimensions=settings.max_dimensions,
+                max_dimension_bytes=settings.max_dimension_bytes,
+            ),
+        )
+        self._outbox: asyncio.Queue[Body] = asyncio.Queue()
+        self._pending = 0
+        self._listening = False
+        self.listener: UdpListener | None = None
+        self.health: HealthServer | None = None
+
+    # --- intake (event loop) -----------------------------------------------------------
+
+    def on_batch(self, datagrams: list[bytes], arrived_at: float) -> None:
+        m = self.metrics
+        m.datagrams.labels("udp").inc(len(datagrams))
+        m.bytes.labels("udp").inc(sum(map(len, datagrams)))
+        truncated = sum(1 for d in datagrams if len(d) >= READ_SIZE)
+        if truncated:
+            m.truncated.labels("udp").inc(truncated)
+        parsed = self.parser.parse(datagrams)
+        self._count_parsed(parsed)
+        self._count_added(self.aggregator.add(parsed, arrived_at))
+
+    def _count_parsed(self, parsed: ParsedBatch) -> None:
+        m = self.metrics
+        m.lines.inc(parsed.lines)
+        for reason, n in parsed.rejects.items():
+            m.rejected.labels(reason.value).inc(n)
+        for kind, n in parsed.ignored.items():
+            m.ignored.labels(kind.value).inc(n)
+        for tag_reason, n in parsed.dropped_tags.items():
+            m.tags_dropped.labels(tag_reason).inc(n)
+        if parsed.rejects and logger.isEnabledFor(logging.DEBUG):
+            logger.debug("lines rejected %s", dict(parsed.rejects))
+
+    def _count_added(self, added: AddResult) -> None:
+        m = self.metrics
+        for kind, n in added.samples.items():
+            m.samples.labels(kind.name.lower()).inc(n)
+        if added.late:
+            m.samples_dropped.labels("late").inc(added.late)
+        if added.conflicts:
+            m.samples_dropped.labels("type_conflict").inc(added.conflicts)
+        if added.new_series:
+            m.series_created.inc(added.new_series)
+
+    # --- windows -------------------------------------------------------------------------
+
+    async def close_windows(self, stop: asyncio.Event) -> None:
+        """Close each window when its grace has passed, until ``stop`` is set."""
+        while not stop.is_set():
+            delay = self.aggregator.next_close_time() - self.clock.time()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), min(delay, 1.0))
+                continue
+            await self.report(self.aggregator.close(self.clock.time()))
+
+    async def report(self, snapshots: list[WindowSnapshot]) -> None:
+        for snapshot in snapshots:
+            started = time.perf_counter()
+            bodies, built = await asyncio.to_thread(self._encode, snapshot)
+            m = self.metrics
+            m.window_close_seconds.observe(time.perf_counter() - started)
+            m.windows_closed.inc()
+            m.live_series.set(self.aggregator.live_series)
+            m.points_built.inc(len(built.points))
+            m.values_clamped.inc(built.clamped)
+            if built.invalid:
+                m.points_dropped.labels("invalid").inc(built.invalid)
+                logger.error(
+                    "points dropped as invalid count=%d window=%d examples=%s",
+                    built.invalid,
+                    snapshot.start,
+                    built.problems,
+                )
+            for body in bodies:
+                self._outbox.put_nowait(body)
+                self._pending += body.points
+            m.pending_points.set(self._pending)
+            logger.info(
+                "window closed start=%d series=%d points=%d requests=%d",
+                snapshot.start,
+                len(snapshot),
+                len(built.points),
+                len(bodies),
+            )
+
+    def _encode(self, snapshot: WindowSnapshot) -> tuple[list[Body], BuildResult]:
+        """Runs in a worker thread: the snapshot is detached from the aggregator."""
+        built = self._builder.build(snapshot.rows(), snapshot.start, now=self.clock.time())
+        return list(pack(built.points)), built
+
+    # --- delivery ------------------------------------------------------------------------
+
+    async def deliver(self) -> None:
+        m = self.metrics
+        while True:
+            body = await self._outbox.get()
+            started = time.perf_counter()
+            result = await self._sink.send(body)
+            m.request_seconds.observe(time.perf_counter() - started)
+            m.requests.labels(result.status).inc()
+            m.points_sent.inc(result.delivered)
+            if result.rejected:
+                m.points_rejected.labels("api").inc(result.rejected)
+            self._pending -= body.points
+            m.pending_points.set(self._pending)
+            self._outbox.task_done()
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self._listening:
+            return False, "starting"
+        return True, "ready"
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind every listener; raises StartupError (exit 2) when one cannot be bound."""
+        s = self.settings
+        if s.udp is not None:
+            sock, granted = open_udp_socket(s.udp, s.udp_rcvbuf)
+            self.metrics.udp_rcvbuf.set(granted)
+            self.metrics.watch_kernel_drops(lambda: kernel_drops(sock))
+            self.listener = UdpListener(sock, self.on_batch, self.clock)
+            host, port = self.listener.address
+            logger.info("udp listening address=%s:%d", host, port)
+        if s.http is not None:
+            self.health = HealthServer(s.http, self.metrics.registry, self.readiness)
+            try:
+                await self.health.start()
+            except BaseException:
+                if self.listener is not None:
+                    self.listener.socket.close()
+                raise
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set, then shut down as CONTRACT 7 says."""
+        receiving = asyncio.create_task(self.listener.run()) if self.listener else None
+        closing = asyncio.create_task(self.close_windows(stop))
+        delivering = asyncio.create_task(self.deliver())
+        self._listening = True
+        logger.info(
+            "gateway started window=%ds endpoint=%s", self.settings.window, self.settings.endpoint
+        )
+        await stop.wait()
+        logger.info("stopping: draining intake and closing the open window")
+        self._listening = False
+        if receiving is not None and self.listener is not None:
+            receiving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiving
+            await self.listener.drain()
+        await closing
+        await self.report(self.aggregator.close_all(self.clock.time()))
+        await self._finish_delivery(delivering)
+        if self.health is not None:
+            await self.health.stop()
+        await self._sink.aclose()
+
+    async def _finish_delivery(self, delivering: asyncio.Task[None]) -> None:
+        timeout = self.settings.shutdown_timeout
+        try:
+            await asyncio.wait_for(self._outbox.join(), timeout)
+        except TimeoutError:
+            logger.error(
+                "shutdown timeout: points not delivered count=%d after %.1fs",
+                self._pending,
+                timeout,
+            )
+            self.metrics.points_dropped.labels("shutdown").inc(self._pending)
+        delivering.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await delivering
+
+
+def install_signal_handlers(stop: asyncio.Event) -> Callable[[], None]:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def remove() -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+    return remove
+
+
+async def serve(settings: Settings, sink: Sink) -> None:
+    """Start a gateway, serve until SIGTERM/SIGINT, shut down cleanly."""
+    stop = asyncio.Event()
+    remove = install_signal_handlers(stop)
+    try:
+        gateway = Gateway(settings, sink)
+        await gateway.start()
+        await gateway.run(stop)
+    finally:
+        remove()

@@ -1,0 +1,87 @@
+"""The command line: bad configuration exits 2 with one line per problem, never a traceback."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.processes import run_cli
+
+
+def _problems(stderr: str) -> list[str]:
+    assert "Traceback" not in stderr
+    return [line for line in stderr.splitlines() if line.startswith("statsd-gateway: ")]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        pytest.param(["--udp", "127.0.0.1:99999"], "--udp", id="bad-port"),
+        pytest.param(["--namespace", "my-ns"], "--namespace", id="namespace-dash"),
+        pytest.param(["--window", "0"], "--window", id="window-zero"),
+        pytest.param(["--dimension", "env=pro d"], "--dimension", id="dimension-charset"),
+        pytest.param(["--no-such-flag"], "--no-such-flag", id="unknown-flag"),
+    ],
+)
+def test_bad_flag_exits_2_with_one_line(args: list[str], needle: str) -> None:
+    done = run_cli("--endpoint", "stdout", *args)
+    assert done.returncode == 2
+    problems = _problems(done.stderr)
+    assert len(problems) == 1 and needle in problems[0], done.stderr
+
+
+def test_unknown_toml_key_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text('namespace = "ok"\nflush_every = 3\n')
+    done = run_cli("--config", str(config), "--endpoint", "stdout")
+    assert done.returncode == 2
+    problems = _problems(done.stderr)
+    assert len(problems) == 1 and "flush_every" in problems[0]
+
+
+def test_every_problem_is_listed_at_once(tmp_path: Path) -> None:
+    done = run_cli("--udp", "nope", "--namespace", "a-b", "--window", "0", "--endpoint", "stdout")
+    assert done.returncode == 2
+    assert len(_problems(done.stderr)) == 3, done.stderr
+
+
+def test_udp_port_in_use_exits_2() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        done = run_cli(
+            "--endpoint", "stdout", "--udp", f"127.0.0.1:{port}", "--http", "127.0.0.1:0"
+        )
+    assert done.returncode == 2
+    problems = _problems(done.stderr)
+    assert len(problems) == 1 and f"127.0.0.1:{port}" in problems[0] and "bind" in problems[0]
+
+
+def test_http_port_in_use_exits_2() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_cli(
+            "--endpoint", "stdout", "--udp", "127.0.0.1:0", "--http", f"127.0.0.1:{port}"
+        )
+    assert done.returncode == 2
+    problems = _problems(done.stderr)
+    assert len(problems) == 1 and "--http" in problems[0]
+
+
+def test_check_config_prints_effective_settings() -> None:
+    done = run_cli(
+        "--check-config", "--endpoint", "stdout", "--namespace", "shop", env={"NODE_NAME": "node-7"}
+    )
+    assert done.returncode == 0, done.stderr
+    assert "namespace = shop" in done.stdout
+    assert "node_7" in done.stdout  # the default host dimension, sanitised
+
+
+def test_python_dash_m_and_version() -> None:
+    done = run_cli("--version")
+    assert done.returncode == 0
+    assert "0." in done.stdout + done.stderr
