@@ -1,4 +1,7 @@
-"""Time as a dependency: logic takes ``now`` or a ``Clock``; only this module reads the clock."""
+"""Time as a dependency: logic takes ``now`` or a ``Clock`` (tests pass a fake one).
+
+The signer's ``JDCloudAuth`` takes its own injectable clock for the request date.
+"""
 
 from __future__ import annotations
 

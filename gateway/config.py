@@ -9,7 +9,8 @@ defaults and their single-value rules come from the table in ``gateway.options``
 module adds the rules that span options (static dimensions, ``{region}``).
 
 Does no logging: warnings are returned to the CLI, which owns the handlers.
-Must not import asyncio, numpy, httpx, or any gateway module but ``options`` and ``names``.
+Must not import asyncio, numpy, httpx, or any gateway module but ``options``, ``names``
+and ``errors``.
 Credentials are not configuration: they never pass through here.
 """
 

@@ -23,6 +23,7 @@ import configparser
 from collections.abc import Mapping
 from pathlib import Path
 
+from gateway.errors import GatewayError
 from gateway.signer import Credentials
 
 ENV_ACCESS_KEY = "JDCLOUD_ACCESS_KEY"
@@ -36,7 +37,7 @@ _MIN_LEN_TO_SHOW = 8
 """Values shorter than this are fully masked, so at least half of a value stays hidden."""
 
 
-class CredentialsError(Exception):
+class CredentialsError(GatewayError):
     """Credentials are present but incomplete or unreadable. The message holds no secret."""
 
 

@@ -2,12 +2,13 @@
 
     GatewayError                 anything the gateway raises on purpose
     ├── ConfigError              bad configuration: every problem, one line each (exit 2)
-    ├── StartupError             a listener cannot bind, credentials missing (exit 2)
+    ├── StartupError             a listener cannot bind (exit 2)
+    ├── CredentialsError         credentials incomplete or unreadable (exit 2)
     └── DeliveryError            a request failed; carries status, retryable, request_id
 
 Malformed StatsD lines are not exceptions: the parser returns them as reason-coded data.
-``ConfigError`` lives in ``gateway.config`` beside the settings it describes and derives
-from ``GatewayError``.
+``ConfigError`` and ``CredentialsError`` live beside what they describe
+(``gateway.config``, ``gateway.credentials``) and derive from ``GatewayError``.
 """
 
 from __future__ import annotations

@@ -300,8 +300,8 @@ OPTIONS: tuple[Option, ...] = (
            int_choice(1, 2), _I),
     Option("request_timeout", "SECONDS", "10", "time limit of one API request",
            number(above=0), _N, show_number),
-    Option("ca_bundle", "PATH", "", "PEM file of CA certificates to trust instead of the "
-           "system's", parse_file, show=show_path),
+    Option("ca_bundle", "PATH", "", "PEM file of extra CA certificates to trust, besides "
+           "the public ones", parse_file, show=show_path),
     Option("shutdown_timeout", "SECONDS", "20",
            "time allowed after SIGTERM to deliver what is pending", number(at_least=0), _N,
            show_number),
