@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
@@ -76,7 +75,7 @@ class Gateway:
         )
         self._outbox: asyncio.Queue[Body] = asyncio.Queue()
         self._pending = 0
-        self._listening = False
+        self._state = "starting"
         self.listener: UdpListener | None = None
         self.health: HealthServer | None = None
 
@@ -130,10 +129,10 @@ class Gateway:
 
     async def report(self, snapshots: list[WindowSnapshot]) -> None:
         for snapshot in snapshots:
-            started = time.perf_counter()
+            started = self.clock.monotonic()
             bodies, built = await asyncio.to_thread(self._encode, snapshot)
             m = self.metrics
-            m.window_close_seconds.observe(time.perf_counter() - started)
+            m.window_close_seconds.observe(self.clock.monotonic() - started)
             m.windows_closed.inc()
             m.live_series.set(self.aggregator.live_series)
             m.points_built.inc(len(built.points))
@@ -169,20 +168,24 @@ class Gateway:
         m = self.metrics
         while True:
             body = await self._outbox.get()
-            started = time.perf_counter()
             result = await self._sink.send(body)
-            m.request_seconds.observe(time.perf_counter() - started)
-            m.requests.labels(result.status).inc()
+            for status, seconds in result.attempts:
+                m.requests.labels(status).inc()
+                m.request_seconds.observe(seconds)
             m.points_sent.inc(result.delivered)
             if result.rejected:
                 m.points_rejected.labels("api").inc(result.rejected)
+            if result.dropped:
+                m.points_dropped.labels("delivery_failed").inc(result.dropped)
             self._pending -= body.points
             m.pending_points.set(self._pending)
             self._outbox.task_done()
 
     def readiness(self) -> tuple[bool, str]:
-        if not self._listening:
-            return False, "starting"
+        if self._state != "ready":
+            return False, self._state
+        if self._sink.failing:
+            return False, "delivery failing"
         return True, "ready"
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -211,13 +214,13 @@ class Gateway:
         receiving = asyncio.create_task(self.listener.run()) if self.listener else None
         closing = asyncio.create_task(self.close_windows(stop))
         delivering = asyncio.create_task(self.deliver())
-        self._listening = True
+        self._state = "ready"
         logger.info(
             "gateway started window=%ds endpoint=%s", self.settings.window, self.settings.endpoint
         )
         await stop.wait()
         logger.info("stopping: draining intake and closing the open window")
-        self._listening = False
+        self._state = "stopping"
         if receiving is not None and self.listener is not None:
             receiving.cancel()
             with contextlib.suppress(asyncio.CancelledError):

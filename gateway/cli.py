@@ -17,15 +17,24 @@ import sys
 from collections.abc import Sequence
 
 from gateway.app import serve
+from gateway.client import JDCloudClient
+from gateway.clock import SystemClock
 from gateway.config import ConfigError, Settings, describe, load_config
+from gateway.credentials import CredentialsError, load_credentials, masked
+from gateway.delivery import ApiSink
 from gateway.errors import StartupError
 from gateway.logs import setup_logging
+from gateway.signer import Credentials
 from gateway.sinks import Sink, StdoutSink
 
 logger = logging.getLogger("gateway")
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
+_NO_CREDENTIALS = (
+    "no JD Cloud credentials for --endpoint {endpoint}: set JDCLOUD_ACCESS_KEY and "
+    "JDCLOUD_SECRET_KEY (or a profile in ~/.jdc/config), or use --endpoint stdout"
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,12 +51,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.log_format)
     for warning in loaded.warnings:
         logger.warning("%s", warning)
+    to_stdout = settings.endpoint == "stdout"
+    try:
+        credentials = None if to_stdout else load_credentials(os.environ)
+    except CredentialsError as exc:
+        return _refuse([str(exc)])
+    if credentials is None and not to_stdout:
+        return _refuse([_NO_CREDENTIALS.format(endpoint=settings.endpoint)])
     if loaded.check_config:
-        print("\n".join(describe(settings)))
+        print("\n".join([*describe(settings), _describe_credentials(credentials)]))
         return EXIT_OK
     try:
-        sink = _sink(settings)
-        asyncio.run(serve(settings, sink))
+        asyncio.run(_serve(settings, credentials))
     except StartupError as exc:
         return _refuse([str(exc)])
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
@@ -55,13 +70,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
-def _sink(settings: Settings) -> Sink:
-    if settings.endpoint == "stdout":
+def _sink(settings: Settings, credentials: Credentials | None) -> Sink:
+    if credentials is None:
         return StdoutSink()
-    raise StartupError(
-        f"--endpoint {settings.endpoint}: sending to JD Cloud is not available in this "
-        "version; use --endpoint stdout"
+    client = JDCloudClient(
+        settings.endpoint,
+        credentials,
+        signature_version=settings.signature_version,
+        timeout=settings.request_timeout,
+        ca_bundle=settings.ca_bundle,
     )
+    return ApiSink(client, SystemClock())
+
+
+async def _serve(settings: Settings, credentials: Credentials | None) -> None:
+    # The sink is built inside the event loop: the HTTP client's pool belongs to it.
+    await serve(settings, _sink(settings, credentials))
+
+
+def _describe_credentials(credentials: Credentials | None) -> str:
+    if credentials is None:
+        return "credentials = (not needed for --endpoint stdout)"
+    token = ", with security token" if credentials.security_token else ""
+    return f"credentials = access key {masked(credentials.access_key)}{token}"
 
 
 def _refuse(problems: Sequence[str]) -> int:

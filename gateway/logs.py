@@ -7,6 +7,8 @@ import logging
 import sys
 import time
 
+from gateway.clock import Clock
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -32,3 +34,24 @@ def setup_logging(level: str, fmt: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp").setLevel(max(logging.WARNING, root.level))
+
+
+class LogLimiter:
+    """Allows at most ``per_minute`` log lines a minute; says how many were held back."""
+
+    def __init__(self, clock: Clock, *, per_minute: int) -> None:
+        self._clock = clock
+        self._per_minute = per_minute
+        self._minute = -1
+        self._used = 0
+        self.suppressed = 0
+
+    def allow(self) -> bool:
+        minute = int(self._clock.monotonic() // 60)
+        if minute != self._minute:
+            self._minute, self._used = minute, 0
+        if self._used < self._per_minute:
+            self._used += 1
+            return True
+        self.suppressed += 1
+        return False

@@ -116,6 +116,11 @@ class GatewayMetrics:
             self.tags_dropped.labels(tag_drop.value)
         self.points_dropped.labels("invalid")
         self.points_dropped.labels("shutdown")
+        self.truncated.labels("udp")
+        self.datagrams.labels("udp")
+        self.bytes.labels("udp")
+        self.points_dropped.labels("delivery_failed")
+        self.points_rejected.labels("api")
 
     def watch_kernel_drops(self, read: Callable[[], int | None]) -> None:
         """Expose the kernel's drop count for the UDP socket, read at scrape time."""

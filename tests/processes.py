@@ -126,6 +126,15 @@ class GatewayProcess(Process):
         return [p for body in self.bodies() for p in body["metricDataList"]]  # type: ignore[attr-defined]
 
 
+def start_gateway(endpoint: str, *extra: str, env: dict[str, str] | None = None) -> GatewayProcess:
+    """A gateway on loopback ports chosen by the kernel, with the static dimension host=node1."""
+    return GatewayProcess(
+        *("--endpoint", endpoint, "--udp", "127.0.0.1:0", "--http", "127.0.0.1:0"),
+        *("--dimension", "host=node1", *extra),
+        env=env,
+    ).wait_listening()
+
+
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 30.0
 ) -> subprocess.CompletedProcess[str]:
@@ -139,3 +148,14 @@ def run_cli(
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+_EMULATOR = re.compile(r"emulator listening on (http://\S+)")
+
+
+class EmulatorProcess(Process):
+    def __init__(self, *args: str) -> None:
+        super().__init__(
+            [sys.executable, "-m", "gateway.emulator", "--listen", "127.0.0.1:0", *args]
+        )
+        self.url = self.wait_for(_EMULATOR).group(1)

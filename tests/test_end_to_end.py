@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from tests.processes import GatewayProcess
+from tests.processes import GatewayProcess, start_gateway
 
 pytestmark = pytest.mark.slow
 
@@ -87,17 +87,7 @@ def _metric(text: str, name: str) -> float:
 
 
 def _start(*extra: str) -> GatewayProcess:
-    return GatewayProcess(
-        "--endpoint",
-        "stdout",
-        "--udp",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--dimension",
-        "host=node1",
-        *extra,
-    ).wait_listening()
+    return start_gateway("stdout", *extra)
 
 
 def test_known_mix_is_reported_as_computed_by_hand() -> None:
