@@ -25,13 +25,16 @@ run: $(STAMP)
 	fi
 
 test: $(STAMP)
-	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff check gateway tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check gateway tests bench
-	$(BIN)/ruff format --check gateway tests bench
+	$(BIN)/ruff check gateway tests bench scripts
+	$(BIN)/ruff format --check gateway tests bench scripts
 	$(BIN)/mypy
 
 clean:

@@ -84,9 +84,9 @@ class Aggregator:
         if n == 0:
             return result
         idx = self._indices(batch.keys, result)
-        ops = np.fromiter(batch.ops, dtype=np.int8, count=n)
-        values: Floats = np.fromiter(batch.values, dtype=np.float64, count=n)
-        weights: Floats = np.fromiter(batch.weights, dtype=np.float64, count=n)
+        ops = np.array(batch.ops, dtype=np.int8)
+        values: Floats = np.array(batch.values, dtype=np.float64)
+        weights: Floats = np.array(batch.weights, dtype=np.float64)
         starts, keep = self._place(batch.timestamps, n, now)
         result.late = n - int(np.count_nonzero(keep))
 
@@ -165,7 +165,7 @@ class Aggregator:
         current = self.window_start(now)
         starts = np.full(n, current, dtype=np.int64)
         keep = np.ones(n, dtype=bool)
-        stamps = np.fromiter(timestamps, dtype=np.int64, count=n)
+        stamps = np.array(timestamps, dtype=np.int64)
         stamped = stamps > 0
         if stamped.any():
             own = (stamps // self.length) * self.length

@@ -101,6 +101,7 @@ _TYPES: dict[bytes, Op] = {
 }
 _NUMBER_CHARS = b"0123456789.+-eE"
 _SIGNS = (b"+", b"-")
+_SET, _GAUGE, _GAUGE_DELTA = int(Op.SET), int(Op.GAUGE), int(Op.GAUGE_DELTA)
 
 
 def parse_number(raw: bytes) -> float | None:
@@ -305,7 +306,8 @@ class ParsedBatch:
     """Columns of samples parsed from a batch of datagrams, and what happened to each line.
 
     ``keys``, ``ops``, ``values``, ``weights`` and ``timestamps`` have one entry per sample
-    (``weights`` is ``1/rate``; ``timestamps`` holds 0 when the line had no ``|T``);
+    (``ops`` holds ``Op`` values as plain ints, which numpy takes in fast; ``weights`` is
+    ``1/rate``; ``timestamps`` holds 0 when the line had no ``|T``);
     ``members`` holds one entry per set sample, in order.
     """
 
@@ -337,7 +339,7 @@ class Parser:
 
     def __init__(self, key: KeyFunc, *, cache_size: int = 100_000) -> None:
         self._key = key
-        self._cache: dict[tuple[bytes, bytes], tuple[SeriesKey, Op, float, tuple[str, ...]]] = {}
+        self._cache: dict[tuple[bytes, bytes], tuple[SeriesKey, int, float, tuple[str, ...]]] = {}
         self._cache_size = cache_size
 
     def parse(self, datagrams: Iterable[bytes]) -> ParsedBatch:
@@ -347,9 +349,12 @@ class Parser:
         keys, ops, values, weights = out.keys, out.ops, out.values, out.weights
         timestamps, members = out.timestamps, out.members
         lines = 0
-        for line in b"\n".join(datagrams).split(b"\n"):
-            if line[-1:] == b"\r":
-                line = line[:-1]
+        data = b"\n".join(datagrams)
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n")
+            if data[-1:] == b"\r":
+                data = data[:-1]
+        for line in data.split(b"\n"):
             if not line:
                 continue
             lines += 1
@@ -360,7 +365,7 @@ class Parser:
                 self._parse_slow(line, out)
                 continue
             key, op, weight, drops = entry
-            if op is Op.SET:
+            if op == _SET:
                 members.append(raw)
                 value = 0.0
             else:
@@ -372,8 +377,8 @@ class Parser:
                         out.rejects[Reject.BAD_VALUE] = out.rejects.get(Reject.BAD_VALUE, 0) + 1
                     continue
                 value = number
-                if op is Op.GAUGE and raw[:1] in _SIGNS:
-                    op = Op.GAUGE_DELTA
+                if op == _GAUGE and raw[:1] in _SIGNS:
+                    op = _GAUGE_DELTA
             keys.append(key)
             ops.append(op)
             values.append(value)
@@ -399,7 +404,7 @@ class Parser:
             weight = 1.0 / group.rate
             for op, value, member in _expand(group):
                 out.keys.append(key)
-                out.ops.append(op)
+                out.ops.append(int(op))
                 out.values.append(value)
                 out.weights.append(weight)
                 out.timestamps.append(group.timestamp or 0)
@@ -412,4 +417,4 @@ class Parser:
                 if len(self._cache) >= self._cache_size:
                     self._cache.clear()
                 tail = rest.partition(b"|")[2]
-                self._cache[(name, tail)] = (key, group.op, 1.0 / group.rate, drops)
+                self._cache[(name, tail)] = (key, int(group.op), 1.0 / group.rate, drops)

@@ -85,3 +85,34 @@ def test_python_dash_m_and_version() -> None:
     done = run_cli("--version")
     assert done.returncode == 0
     assert "0." in done.stdout + done.stderr
+
+
+def test_shipped_sample_config_passes_check_config() -> None:
+    done = run_cli(
+        "--config", "deploy/statsd-gateway.toml", "--check-config", "--endpoint", "stdout"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "dimension = host=node1" in done.stdout
+
+
+def test_jd_endpoint_without_credentials_fails_check_config(tmp_path: Path) -> None:
+    done = run_cli(
+        "--check-config",
+        env={"HOME": str(tmp_path), "JDCLOUD_ACCESS_KEY": "", "JDCLOUD_SECRET_KEY": ""},
+    )
+    assert done.returncode == 2
+    problems = _problems(done.stderr)
+    assert len(problems) == 1 and "JDCLOUD_ACCESS_KEY" in problems[0]
+
+
+def test_check_config_masks_the_access_key(tmp_path: Path) -> None:
+    env = {
+        "HOME": str(tmp_path),
+        "JDCLOUD_ACCESS_KEY": "AKIDSECRETISH1234",
+        "JDCLOUD_SECRET_KEY": "topsecretvalue99",
+    }
+    done = run_cli("--check-config", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "AKID****" in done.stdout
+    assert "SECRETISH1234" not in done.stdout + done.stderr
+    assert "topsecretvalue99" not in done.stdout + done.stderr
