@@ -22,7 +22,7 @@ from itertools import repeat
 import numpy as np
 import numpy.typing as npt
 
-from gateway.protocol import Kind, Op, ParsedBatch, SeriesKey
+from gateway.protocol import NO_TIMESTAMP, Kind, Op, ParsedBatch, SeriesKey
 from gateway.window import Floats, Indices, Window, WindowSnapshot
 
 _NONE = -1
@@ -166,7 +166,7 @@ class Aggregator:
         starts = np.full(n, current, dtype=np.int64)
         keep = np.ones(n, dtype=bool)
         stamps = np.array(timestamps, dtype=np.int64)
-        stamped = stamps > 0
+        stamped = stamps != NO_TIMESTAMP
         if stamped.any():
             own = (stamps // self.length) * self.length
             past = stamped & (own < current)

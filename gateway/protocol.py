@@ -102,6 +102,10 @@ _TYPES: dict[bytes, Op] = {
 _NUMBER_CHARS = b"0123456789.+-eE"
 _SIGNS = (b"+", b"-")
 _SET, _GAUGE, _GAUGE_DELTA = int(Op.SET), int(Op.GAUGE), int(Op.GAUGE_DELTA)
+NO_TIMESTAMP = -1
+"""The ``timestamps`` column's value for a sample without ``|T`` (``T0`` is the epoch)."""
+FAR_FUTURE = 10**12
+"""What a ``|T`` of more than 12 digits becomes: later than any window."""
 
 
 def parse_number(raw: bytes) -> float | None:
@@ -170,15 +174,18 @@ def _parse_group(values: bytes, type_field: bytes, fields: list[bytes]) -> _Grou
         head = item[:1]
         if head == b"@":
             rate = parse_number(item[1:])
-            if rate is None or not 0.0 < rate <= 1.0:
+            # A subnormal rate would make the weight 1/rate infinite.
+            if rate is None or not 0.0 < rate <= 1.0 or math.isinf(1.0 / rate):
                 return Reject.BAD_RATE
             group.rate = rate
         elif head == b"#":
             group.dog_tags.extend(_dog_tags(item[1:]))
         elif head == b"T":
-            if not item[1:].isdigit():
+            digits = item[1:]
+            if not digits.isdigit():
                 return Reject.BAD_TIMESTAMP
-            group.timestamp = int(item[1:])
+            # Any stamp this long is far in the future, which means "the current window".
+            group.timestamp = int(digits) if len(digits) <= 12 else FAR_FUTURE
         # c:, e:, card: and unknown fields are ignored.
     return group
 
@@ -241,14 +248,14 @@ def _parse(line: bytes) -> _Line | Reject | Ignored:
         if isinstance(group, Reject):
             return group
         groups.append(group)
-    try:
-        raw_name.decode("utf-8")
-    except UnicodeDecodeError:
-        return Reject.BAD_UTF8
     stripped = _name_tags(raw_name)
     if isinstance(stripped, Reject):
         return stripped
     metric, name_tags = stripped
+    try:  # tag keys and values are sanitised byte-wise; the metric name must be UTF-8
+        metric.decode("utf-8")
+    except UnicodeDecodeError:
+        return Reject.BAD_UTF8
     if not metric:
         return Reject.EMPTY_NAME
     if len(metric) > MAX_NAME_BYTES:  # sanitising maps each byte to one character
@@ -307,7 +314,7 @@ class ParsedBatch:
 
     ``keys``, ``ops``, ``values``, ``weights`` and ``timestamps`` have one entry per sample
     (``ops`` holds ``Op`` values as plain ints, which numpy takes in fast; ``weights`` is
-    ``1/rate``; ``timestamps`` holds 0 when the line had no ``|T``);
+    ``1/rate``; ``timestamps`` holds ``NO_TIMESTAMP`` when the line had no ``|T``);
     ``members`` holds one entry per set sample, in order.
     """
 
@@ -383,7 +390,7 @@ class Parser:
             ops.append(op)
             values.append(value)
             weights.append(weight)
-            timestamps.append(0)
+            timestamps.append(NO_TIMESTAMP)
             if drops:
                 out._drop_tags(drops)
         out.lines = lines
@@ -407,7 +414,9 @@ class Parser:
                 out.ops.append(int(op))
                 out.values.append(value)
                 out.weights.append(weight)
-                out.timestamps.append(group.timestamp or 0)
+                out.timestamps.append(
+                    NO_TIMESTAMP if group.timestamp is None else group.timestamp
+                )
                 if member is not None:
                     out.members.append(member)
         if len(parsed.groups) == 1 and parsed.groups[0].timestamp is None:
