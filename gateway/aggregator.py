@@ -280,7 +280,9 @@ class Aggregator:
         for window in self._windows.values():
             still_open |= window.touched[:n]
         closed_start = self._gauge_closed_start[:n]
-        expired = is_gauge & (closed_start != _NONE) & (start - closed_start >= self.gauge_ttl)
+        # Expire with the last window that holds the gauge: the next one would not report it.
+        next_start = start + self.length
+        expired = is_gauge & (closed_start != _NONE) & (next_start - closed_start >= self.gauge_ttl)
         closed_start[expired] = _NONE
         gone = expired & ~still_open
         self._gauge_live[:n][gone] = False
