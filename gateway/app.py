@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
+import socket
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
@@ -28,7 +30,13 @@ from gateway.batches import Body, pack
 from gateway.clock import Clock, SystemClock
 from gateway.config import Settings
 from gateway.health import HealthServer
-from gateway.listener import READ_SIZE, UdpListener, kernel_drops, open_udp_socket
+from gateway.listener import (
+    READ_SIZE,
+    DatagramListener,
+    kernel_drops,
+    open_udp_socket,
+    open_unix_socket,
+)
 from gateway.metrics import GatewayMetrics
 from gateway.points import BuildResult, PointBuilder
 from gateway.protocol import ParsedBatch, Parser
@@ -76,18 +84,18 @@ class Gateway:
         self._outbox: asyncio.Queue[Body] = asyncio.Queue()
         self._pending = 0
         self._state = "starting"
-        self.listener: UdpListener | None = None
+        self.listeners: list[DatagramListener] = []
         self.health: HealthServer | None = None
 
     # --- intake (event loop) -----------------------------------------------------------
 
-    def on_batch(self, datagrams: list[bytes], arrived_at: float) -> None:
+    def on_batch(self, listener: str, datagrams: list[bytes], arrived_at: float) -> None:
         m = self.metrics
-        m.datagrams.labels("udp").inc(len(datagrams))
-        m.bytes.labels("udp").inc(sum(map(len, datagrams)))
+        m.datagrams.labels(listener).inc(len(datagrams))
+        m.bytes.labels(listener).inc(sum(map(len, datagrams)))
         truncated = sum(1 for d in datagrams if len(d) >= READ_SIZE)
         if truncated:
-            m.truncated.labels("udp").inc(truncated)
+            m.truncated.labels(listener).inc(truncated)
         parsed = self.parser.parse(datagrams)
         self._count_parsed(parsed)
         self._count_added(self.aggregator.add(parsed, arrived_at))
@@ -193,25 +201,31 @@ class Gateway:
     async def start(self) -> None:
         """Bind every listener; raises StartupError (exit 2) when one cannot be bound."""
         s = self.settings
-        if s.udp is not None:
-            sock, granted = open_udp_socket(s.udp, s.udp_rcvbuf)
-            self.metrics.udp_rcvbuf.set(granted)
-            self.metrics.watch_kernel_drops(lambda: kernel_drops(sock))
-            self.listener = UdpListener(sock, self.on_batch, self.clock)
-            host, port = self.listener.address
-            logger.info("udp listening address=%s:%d", host, port)
-        if s.http is not None:
-            self.health = HealthServer(s.http, self.metrics.registry, self.readiness)
-            try:
+        try:
+            if s.udp is not None:
+                udp, granted = open_udp_socket(s.udp, s.udp_rcvbuf)
+                self.metrics.udp_rcvbuf.set(granted)
+                self.metrics.watch_kernel_drops(lambda: kernel_drops(udp))
+                self._listen("udp", udp)
+            if s.unix is not None:
+                unix, _ = open_unix_socket(s.unix, s.unix_mode, s.udp_rcvbuf)
+                self._listen("unix", unix)
+            if s.http is not None:
+                self.health = HealthServer(s.http, self.metrics.registry, self.readiness)
                 await self.health.start()
-            except BaseException:
-                if self.listener is not None:
-                    self.listener.socket.close()
-                raise
+        except BaseException:
+            for listener in self.listeners:
+                listener.socket.close()
+            raise
+
+    def _listen(self, name: str, sock: socket.socket) -> None:
+        listener = DatagramListener(name, sock, functools.partial(self.on_batch, name), self.clock)
+        self.listeners.append(listener)
+        logger.info("%s listening address=%s", name, listener.address)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then shut down as CONTRACT 7 says."""
-        receiving = asyncio.create_task(self.listener.run()) if self.listener else None
+        receiving = [asyncio.create_task(listener.run()) for listener in self.listeners]
         closing = asyncio.create_task(self.close_windows(stop))
         delivering = asyncio.create_task(self.deliver())
         self._state = "ready"
@@ -221,11 +235,12 @@ class Gateway:
         await stop.wait()
         logger.info("stopping: draining intake and closing the open window")
         self._state = "stopping"
-        if receiving is not None and self.listener is not None:
-            receiving.cancel()
+        for task in receiving:
+            task.cancel()
+        for task, listener in zip(receiving, self.listeners, strict=True):
             with contextlib.suppress(asyncio.CancelledError):
-                await receiving
-            await self.listener.drain()
+                await task
+            await listener.drain()
         await closing
         await self.report(self.aggregator.close_all(self.clock.time()))
         await self._finish_delivery(delivering)

@@ -44,6 +44,8 @@ class Settings:
     fixed to ``host=localhost``; ``load_config`` computes it from NODE_NAME or the hostname."""
 
     udp: Address | None = _DEFAULT_UDP
+    unix: str | None = None
+    unix_mode: int = 0o622
     udp_rcvbuf: int = 8 * 1024 * 1024
     http: Address | None = _DEFAULT_HTTP
     endpoint: str = "https://monitor.cn-north-1.jdcloud-api.com/v1/customMetrics"

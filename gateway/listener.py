@@ -1,4 +1,4 @@
-"""StatsD intake over UDP: a bound socket, read by asyncio-dgram, handed on in batches.
+"""StatsD intake over UDP or a Unix datagram socket, read by asyncio-dgram, in batches.
 
 The socket is created here so that its receive buffer can be enlarged before it is bound
 (``--udp-rcvbuf``): a full buffer, not the CPU, is what makes StatsD daemons lose data during
@@ -10,6 +10,10 @@ the batch reaches 256 datagrams or 1 MiB, or every 10 ms, whichever comes first;
 then works on whole batches.  ``arrived_at`` is the clock time of the batch's first
 datagram, so a sample's window is its arrival time to within 10 ms.
 
+A Unix datagram socket (``--unix PATH``, DogStatsD's UDS mode) takes the same lines.  A
+stale socket file left by a previous process is removed at start; a path that is not a socket,
+or a socket another process still receives on, is refused.  The file is removed on stop.
+
 Moves bytes only: no parsing, no counting, no numpy.
 """
 
@@ -20,6 +24,7 @@ import contextlib
 import logging
 import os
 import socket
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +47,42 @@ _SO_RCVBUFFORCE = 33  # Linux; needs CAP_NET_ADMIN, else SO_RCVBUF capped by rme
 OnBatch = Callable[[list[bytes], float], None]
 
 
+def open_unix_socket(path: str, mode: int, rcvbuf: int) -> tuple[socket.socket, int]:
+    """A non-blocking Unix datagram socket bound at ``path`` with permissions ``mode``."""
+    _remove_stale_socket(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        granted = _enlarge_receive_buffer(sock, rcvbuf, "unix")
+        sock.bind(path)
+        os.chmod(path, mode)
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"--unix {path}: cannot bind: {exc.strerror or exc}") from None
+    sock.setblocking(False)
+    return sock, granted
+
+
+def _remove_stale_socket(path: str) -> None:
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(found.st_mode):
+        raise StartupError(f"--unix {path}: exists and is not a socket; not removing it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:  # nobody receives there: left by a process that died
+        os.unlink(path)
+        logger.info("removed stale socket path=%s", path)
+        return
+    except OSError as exc:
+        raise StartupError(f"--unix {path}: cannot check the existing socket: {exc}") from None
+    finally:
+        probe.close()
+    raise StartupError(f"--unix {path}: another process is receiving on this socket")
+
+
 def open_udp_socket(address: Address, rcvbuf: int) -> tuple[socket.socket, int]:
     """A non-blocking UDP socket bound to ``address``, and the receive buffer granted."""
     try:
@@ -52,7 +93,7 @@ def open_udp_socket(address: Address, rcvbuf: int) -> tuple[socket.socket, int]:
         raise StartupError(f"--udp {address}: cannot resolve host: {exc.strerror}") from None
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        granted = _enlarge_receive_buffer(sock, rcvbuf)
+        granted = _enlarge_receive_buffer(sock, rcvbuf, "udp")
         sock.bind(sockaddr)
     except OSError as exc:
         sock.close()
@@ -61,7 +102,7 @@ def open_udp_socket(address: Address, rcvbuf: int) -> tuple[socket.socket, int]:
     return sock, granted
 
 
-def _enlarge_receive_buffer(sock: socket.socket, wanted: int) -> int:
+def _enlarge_receive_buffer(sock: socket.socket, wanted: int, name: str) -> int:
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, wanted)
@@ -71,14 +112,15 @@ def _enlarge_receive_buffer(sock: socket.socket, wanted: int) -> int:
     granted = _granted(sock)
     if granted < wanted:
         logger.warning(
-            "udp receive buffer capped: requested=%d granted=%d; raise net.core.rmem_max "
+            "%s receive buffer capped: requested=%d granted=%d; raise net.core.rmem_max "
             "(sysctl -w net.core.rmem_max=%d) or packets will be dropped during bursts",
+            name,
             wanted,
             granted,
             wanted,
         )
     else:
-        logger.info("udp receive buffer granted=%d", granted)
+        logger.info("%s receive buffer granted=%d", name, granted)
     return granted
 
 
@@ -106,10 +148,11 @@ def kernel_drops(sock: socket.socket) -> int | None:
     return None
 
 
-class UdpListener:
+class DatagramListener:
     """Reads datagrams from a bound socket and hands them on in batches."""
 
-    def __init__(self, sock: socket.socket, on_batch: OnBatch, clock: Clock) -> None:
+    def __init__(self, name: str, sock: socket.socket, on_batch: OnBatch, clock: Clock) -> None:
+        self.name = name
         self.socket = sock
         self._on_batch = on_batch
         self._clock = clock
@@ -119,9 +162,12 @@ class UdpListener:
         self._batch_started = 0.0
 
     @property
-    def address(self) -> tuple[str, int]:
-        host, port = self.socket.getsockname()[:2]
-        return host, port
+    def address(self) -> str:
+        """``host:port`` for UDP (as bound, port 0 resolved), the path for Unix."""
+        bound = self.socket.getsockname()
+        if isinstance(bound, str):
+            return bound
+        return f"{bound[0]}:{bound[1]}"
 
     async def run(self) -> None:
         """Receive until cancelled; call ``drain`` afterwards to take in what is queued."""
@@ -147,10 +193,14 @@ class UdpListener:
                     break
                 self._take(data)
         self.flush()
+        path = self.socket.getsockname() if self.socket.family == socket.AF_UNIX else None
         if stream is not None:
             stream.close()
         else:
             self.socket.close()
+        if path:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
     def _take(self, data: bytes) -> None:
         if not self._batch:

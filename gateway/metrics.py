@@ -116,9 +116,10 @@ class GatewayMetrics:
             self.tags_dropped.labels(tag_drop.value)
         self.points_dropped.labels("invalid")
         self.points_dropped.labels("shutdown")
-        self.truncated.labels("udp")
-        self.datagrams.labels("udp")
-        self.bytes.labels("udp")
+        for listener in ("udp", "unix"):
+            self.truncated.labels(listener)
+            self.datagrams.labels(listener)
+            self.bytes.labels(listener)
         self.points_dropped.labels("delivery_failed")
         self.points_rejected.labels("api")
 

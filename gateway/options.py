@@ -213,6 +213,27 @@ def parse_dimension(text: str) -> tuple[str, str]:
     return key, value
 
 
+def parse_socket_path(text: str) -> str:
+    """Where to create a Unix socket: its folder must exist; the kernel allows 107 bytes."""
+    if len(os.fsencode(text)) > 107:
+        raise _bad("must be at most 107 bytes (the kernel's limit for socket paths)", text)
+    folder = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(folder):
+        raise _bad(f"folder {folder} must exist", text)
+    return text
+
+
+def parse_mode(text: str) -> int:
+    """File permissions in octal, e.g. ``0622``."""
+    if re.fullmatch(r"0?[0-7]{3}", text) is None:
+        raise _bad("must be octal permissions like 0622", text)
+    return int(text, 8)
+
+
+def show_mode(value: int) -> str:
+    return f"0{value:03o}"
+
+
 def parse_file(text: str) -> str:
     if not os.path.isfile(text):
         raise _bad("must be an existing file", text)
@@ -271,8 +292,13 @@ _I, _N = TomlType.INT, TomlType.NUMBER
 OPTIONS: tuple[Option, ...] = (
     Option("udp", "HOST:PORT", "0.0.0.0:8125", "StatsD over UDP; 'off' disables",
            parse_address, show=show_address),
-    Option("udp_rcvbuf", "BYTES", "8388608", "kernel receive buffer asked for the UDP socket",
+    Option("udp_rcvbuf", "BYTES", "8388608",
+           "kernel receive buffer asked for the UDP (and Unix) socket",
            int_in(4096, 2147483647), _I),
+    Option("unix", "PATH", "", "StatsD over a Unix datagram socket at PATH (DogStatsD's UDS "
+           "mode); off unless given", parse_socket_path, show=show_path),
+    Option("unix_mode", "OCTAL", "0622", "permissions of the Unix socket file (write is "
+           "what senders need)", parse_mode, show=show_mode),
     Option("http", "HOST:PORT", "0.0.0.0:9102", "/metrics, /healthz and /readyz; 'off' disables",
            parse_address, show=show_address),
     Option("endpoint", "URL", DEFAULT_ENDPOINT,

@@ -15,9 +15,11 @@ Pure: no I/O, no logging, no clock, no asyncio, no numpy.
 from __future__ import annotations
 
 import enum
+import itertools
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from sys import intern
 
 from gateway.names import MAX_NAME_BYTES, sanitize
 
@@ -195,7 +197,8 @@ def _dog_tags(raw: bytes) -> Iterable[tuple[str, str]]:
     for item in raw.split(b","):
         key, colon, value = item.partition(b":")
         if key:
-            yield sanitize(key), sanitize(value) if colon else "true"
+            # Interned: the same few tag keys and values recur across many series.
+            yield intern(sanitize(key)), intern(sanitize(value)) if colon else "true"
 
 
 def _name_tags(raw: bytes) -> tuple[bytes, list[tuple[str, str]]] | Reject:
@@ -220,7 +223,7 @@ def _name_tags(raw: bytes) -> tuple[bytes, list[tuple[str, str]]] | Reject:
         if not eq:
             return Reject.BAD_NAME_TAG
         if key:
-            tags.append((sanitize(key), sanitize(value)))
+            tags.append((intern(sanitize(key)), intern(sanitize(value))))
     return raw, tags
 
 
@@ -344,7 +347,7 @@ class Parser:
     ``float``.  Lines with packing, etsy chains or ``|T`` always take the full path.
     """
 
-    def __init__(self, key: KeyFunc, *, cache_size: int = 100_000) -> None:
+    def __init__(self, key: KeyFunc, *, cache_size: int = 262_144) -> None:
         self._key = key
         self._cache: dict[tuple[bytes, bytes], tuple[SeriesKey, int, float, tuple[str, ...]]] = {}
         self._cache_size = cache_size
@@ -397,6 +400,15 @@ class Parser:
         out.accepted = lines - sum(out.rejects.values()) - sum(out.ignored.values())
         return out
 
+    def _evict_oldest(self) -> None:
+        """Drop the oldest quarter of the cache (dicts keep insertion order).
+
+        Clearing it all at once made every line take the slow path at the same moment.
+        """
+        oldest = list(itertools.islice(self._cache, max(1, self._cache_size // 4)))
+        for entry in oldest:
+            del self._cache[entry]
+
     def _parse_slow(self, line: bytes, out: ParsedBatch) -> None:
         parsed = _parse(line)
         if isinstance(parsed, Reject):
@@ -414,9 +426,7 @@ class Parser:
                 out.ops.append(int(op))
                 out.values.append(value)
                 out.weights.append(weight)
-                out.timestamps.append(
-                    NO_TIMESTAMP if group.timestamp is None else group.timestamp
-                )
+                out.timestamps.append(NO_TIMESTAMP if group.timestamp is None else group.timestamp)
                 if member is not None:
                     out.members.append(member)
         if len(parsed.groups) == 1 and parsed.groups[0].timestamp is None:
@@ -424,6 +434,6 @@ class Parser:
             name, _, rest = line.partition(b":")
             if group.op is Op.SET or b":" not in group.values:
                 if len(self._cache) >= self._cache_size:
-                    self._cache.clear()
+                    self._evict_oldest()
                 tail = rest.partition(b"|")[2]
                 self._cache[(name, tail)] = (key, int(group.op), 1.0 / group.rate, drops)

@@ -403,6 +403,8 @@ def test_describe() -> None:
     assert describe(settings) == [
         "udp = off",
         "udp_rcvbuf = 8388608",
+        "unix = (none)",
+        "unix_mode = 0622",
         "http = 0.0.0.0:9102",
         "endpoint = https://***@monitor.example.com:8443/v1/customMetrics",
         "region = cn-north-1",

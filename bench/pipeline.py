@@ -1,0 +1,118 @@
+"""Cost of the pure pipeline stages per line and per datagram, without sockets.
+
+    .venv/bin/python bench/pipeline.py [--series 10000] [--seconds 3] [--repeat 5]
+
+Builds packed (~1,400-byte, ~35-line) datagrams and single-line datagrams over N series
+(mixed counters with rates, gauges, timers, sets, DogStatsD tags), then times
+``Parser.parse`` and ``Aggregator.add`` on batches of 256 datagrams, and the closing of a
+window with N series (snapshot, points, bodies).  Prints the median of the repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+
+from gateway.aggregator import Aggregator
+from gateway.batches import pack
+from gateway.points import PointBuilder
+from gateway.protocol import Parser
+from gateway.series import SeriesNamer
+
+NOW = 1_800_000_000.0
+
+
+def lines(series: int, rng: random.Random) -> list[bytes]:
+    out = []
+    for i in range(series):
+        tags = f"#env:prod,shard:{i % 16}"
+        kind = i % 4
+        if kind == 0:
+            out.append(f"app.req.{i}:{rng.randint(1, 9)}|c|@0.5|{tags}")
+        elif kind == 1:
+            out.append(f"app.gauge.{i}:{rng.randint(0, 999)}|g|{tags}")
+        elif kind == 2:
+            out.append(f"app.lat.{i}:{rng.random() * 100:.3f}|ms|{tags}")
+        else:
+            out.append(f"app.users.{i}:u{rng.randint(0, 50)}|s|{tags}")
+    return [line.encode() for line in out]
+
+
+def packed(pool: list[bytes], size: int = 1400) -> list[bytes]:
+    datagrams: list[bytes] = []
+    chunk: list[bytes] = []
+    used = 0
+    for line in pool:
+        if used + len(line) + 1 > size and chunk:
+            datagrams.append(b"\n".join(chunk))
+            chunk, used = [], 0
+        chunk.append(line)
+        used += len(line) + 1
+    if chunk:
+        datagrams.append(b"\n".join(chunk))
+    return datagrams
+
+
+def time_intake(datagrams: list[bytes], seconds: float) -> tuple[float, float]:
+    """Seconds per line and per datagram for parse + add, on batches of 256 datagrams."""
+    namer = SeriesNamer((("host", "bench"),))
+    parser = Parser(namer)
+    aggregator = Aggregator(window=60, grace=2, gauge_ttl=3600, now=NOW)
+    batches = [datagrams[i : i + 256] for i in range(0, len(datagrams), 256)]
+    for batch in batches:  # warm the caches and the series index
+        aggregator.add(parser.parse(batch), NOW)
+    n_lines = n_datagrams = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for batch in batches:
+            parsed = parser.parse(batch)
+            aggregator.add(parsed, NOW)
+            n_lines += parsed.lines
+            n_datagrams += len(batch)
+    elapsed = time.perf_counter() - started
+    return elapsed / n_lines, elapsed / n_datagrams
+
+
+def time_close(series_lines: list[bytes]) -> tuple[float, int]:
+    parser = Parser(SeriesNamer((("host", "bench"),)))
+    aggregator = Aggregator(window=60, grace=2, gauge_ttl=3600, now=NOW)
+    for batch in range(0, len(series_lines), 8192):
+        aggregator.add(parser.parse([b"\n".join(series_lines[batch : batch + 8192])]), NOW)
+    builder = PointBuilder(namespace="statsd")
+    started = time.perf_counter()
+    (snapshot,) = aggregator.close(NOW + 62)
+    built = builder.build(snapshot.rows(), snapshot.start, now=NOW)
+    bodies = list(pack(built.points))
+    return time.perf_counter() - started, len(bodies)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--series", type=int, default=10_000)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    pool = lines(args.series, random.Random(1))
+    shapes = {"packed (~1,400 B)": packed(pool), "one line per datagram": pool}
+    print(f"series={args.series} repeat={args.repeat} seconds={args.seconds} (medians)")
+    for name, datagrams in shapes.items():
+        runs = [time_intake(datagrams, args.seconds) for _ in range(args.repeat)]
+        per_line = statistics.median(r[0] for r in runs)
+        per_datagram = statistics.median(r[1] for r in runs)
+        print(
+            f"{name:24s} parse+add: {per_line * 1e6:6.2f} us/line  "
+            f"{per_datagram * 1e6:7.2f} us/datagram  = {1 / per_line / 1e6:5.2f} M lines/s "
+            f"on one core"
+        )
+    closes = [time_close(pool) for _ in range(args.repeat)]
+    seconds = statistics.median(c[0] for c in closes)
+    print(
+        f"close one window of {args.series} series -> points -> {closes[0][1]} bodies: "
+        f"{seconds * 1e3:.0f} ms ({seconds / args.series * 1e6:.1f} us/series)"
+    )
+
+
+if __name__ == "__main__":
+    main()
