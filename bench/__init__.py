@@ -1,0 +1,1 @@
+"""Benchmark programs for the gateway (not tests; pytest does not collect them)."""
