@@ -28,6 +28,25 @@ from gateway.window import Floats, Indices, Window, WindowSnapshot
 _NONE = -1
 
 
+@dataclass(frozen=True, slots=True)
+class AggregatorState:
+    """The unreported part of an aggregator, as ``export_state`` hands it over.
+
+    ``gauges`` rows are the running value and the value as of the last closed window;
+    each window holds its five columns (sum, count, min, max, last), the touched mask and
+    the set members by series index.  ``gateway.window_state`` turns it into bytes.
+    """
+
+    length: int
+    next_close: int
+    keys: list[SeriesKey]
+    kinds: npt.NDArray[np.int8]
+    gauges: Floats
+    gauge_live: npt.NDArray[np.bool_]
+    gauge_closed_start: npt.NDArray[np.int64]
+    windows: dict[int, tuple[Floats, npt.NDArray[np.bool_], dict[int, list[bytes]]]]
+
+
 @dataclass(slots=True)
 class AddResult:
     """What ``add`` did with a batch, for the health counters."""
@@ -289,3 +308,60 @@ class Aggregator:
         self._gauge_value[:n][gone] = 0.0
         free = (touched & ~is_gauge & ~still_open) | gone
         self._kind[:n][free] = _NONE
+
+    # --- restart (CONTRACT 6: the open window survives with --spool-dir) -----------------
+
+    def export_state(self) -> AggregatorState:
+        """Everything that is not yet reported: open windows, series, types and gauges."""
+        n = len(self._keys)
+        windows = {
+            start: (
+                np.stack([w.sum[:n], w.count[:n], w.min[:n], w.max[:n], w.last[:n]]),
+                w.touched[:n].copy(),
+                {i: sorted(members) for i, members in w.sets.items()},
+            )
+            for start, w in self._windows.items()
+        }
+        return AggregatorState(
+            length=self.length,
+            next_close=self._next_close,
+            keys=list(self._keys),
+            kinds=self._kind[:n].copy(),
+            gauges=np.stack([self._gauge_value[:n], self._gauge_closed_value[:n]]),
+            gauge_live=self._gauge_live[:n].copy(),
+            gauge_closed_start=self._gauge_closed_start[:n].copy(),
+            windows=windows,
+        )
+
+    def restore_state(self, state: AggregatorState) -> None:
+        """Take over a saved state; windows whose grace has passed close at the next close()."""
+        if state.length != self.length:
+            raise ValueError(f"saved windows are {state.length} s long, not {self.length} s")
+        n = len(state.keys)
+        self._index = {key: i for i, key in enumerate(state.keys)}
+        self._keys = list(state.keys)
+        capacity = max(1024, 1 << max(0, n - 1).bit_length())
+        self._capacity = capacity
+        self._kind = np.full(capacity, _NONE, dtype=np.int8)
+        self._kind[:n] = state.kinds
+        self._gauge_value = np.zeros(capacity)
+        self._gauge_value[:n] = state.gauges[0]
+        self._gauge_closed_value = np.zeros(capacity)
+        self._gauge_closed_value[:n] = state.gauges[1]
+        self._gauge_live = np.zeros(capacity, dtype=bool)
+        self._gauge_live[:n] = state.gauge_live
+        self._gauge_closed_start = np.full(capacity, _NONE, dtype=np.int64)
+        self._gauge_closed_start[:n] = state.gauge_closed_start
+        self._windows = {}
+        for start, (columns, touched, sets) in state.windows.items():
+            window = Window(start, capacity)
+            for column, values in zip(
+                (window.sum, window.count, window.min, window.max, window.last),
+                columns,
+                strict=True,
+            ):
+                column[:n] = values
+            window.touched[:n] = touched
+            window.sets = {i: set(members) for i, members in sets.items()}
+            self._windows[start] = window
+        self._next_close = min(state.next_close, self._next_close)

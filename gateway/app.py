@@ -22,13 +22,16 @@ import logging
 import signal
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from gateway import window_state
 from gateway.aggregator import AddResult, Aggregator
 from gateway.batches import Body, pack
 from gateway.clock import Clock, SystemClock
 from gateway.config import Settings
+from gateway.delivery import Delivery
 from gateway.health import HealthServer
 from gateway.listener import (
     READ_SIZE,
@@ -43,6 +46,7 @@ from gateway.protocol import ParsedBatch, Parser
 from gateway.rules import Limits
 from gateway.series import SeriesNamer
 from gateway.sinks import Sink
+from gateway.spool import Spool
 from gateway.window import WindowSnapshot
 
 logger = logging.getLogger(__name__)
@@ -81,8 +85,21 @@ class Gateway:
                 max_dimension_bytes=settings.max_dimension_bytes,
             ),
         )
-        self._outbox: asyncio.Queue[Body] = asyncio.Queue()
-        self._pending = 0
+        self._spool = (
+            Spool(Path(settings.spool_dir), max_bytes=settings.spool_max_bytes)
+            if settings.spool_dir
+            else None
+        )
+        self.delivery = Delivery(
+            sink,
+            self.clock,
+            self.metrics,
+            max_points=settings.max_pending_points,
+            max_age=settings.max_point_age,
+            per_minute=settings.max_requests_per_minute,
+            send_jitter=settings.send_jitter,
+            spool=self._spool,
+        )
         self._state = "starting"
         self.listeners: list[DatagramListener] = []
         self.health: HealthServer | None = None
@@ -153,10 +170,7 @@ class Gateway:
                     snapshot.start,
                     built.problems,
                 )
-            for body in bodies:
-                self._outbox.put_nowait(body)
-                self._pending += body.points
-            m.pending_points.set(self._pending)
+            self.delivery.enqueue(bodies, snapshot.start, delay=self._state == "ready")
             logger.info(
                 "window closed start=%d series=%d points=%d requests=%d",
                 snapshot.start,
@@ -170,29 +184,10 @@ class Gateway:
         built = self._builder.build(snapshot.rows(), snapshot.start, now=self.clock.time())
         return list(pack(built.points)), built
 
-    # --- delivery ------------------------------------------------------------------------
-
-    async def deliver(self) -> None:
-        m = self.metrics
-        while True:
-            body = await self._outbox.get()
-            result = await self._sink.send(body)
-            for status, seconds in result.attempts:
-                m.requests.labels(status).inc()
-                m.request_seconds.observe(seconds)
-            m.points_sent.inc(result.delivered)
-            if result.rejected:
-                m.points_rejected.labels("api").inc(result.rejected)
-            if result.dropped:
-                m.points_dropped.labels("delivery_failed").inc(result.dropped)
-            self._pending -= body.points
-            m.pending_points.set(self._pending)
-            self._outbox.task_done()
-
     def readiness(self) -> tuple[bool, str]:
         if self._state != "ready":
             return False, self._state
-        if self._sink.failing:
+        if self.delivery.failing:
             return False, "delivery failing"
         return True, "ready"
 
@@ -225,9 +220,10 @@ class Gateway:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then shut down as CONTRACT 7 says."""
+        await self._resume()
         receiving = [asyncio.create_task(listener.run()) for listener in self.listeners]
         closing = asyncio.create_task(self.close_windows(stop))
-        delivering = asyncio.create_task(self.deliver())
+        delivering = asyncio.create_task(self.delivery.run())
         self._state = "ready"
         logger.info(
             "gateway started window=%ds endpoint=%s", self.settings.window, self.settings.endpoint
@@ -242,26 +238,44 @@ class Gateway:
                 await task
             await listener.drain()
         await closing
-        await self.report(self.aggregator.close_all(self.clock.time()))
-        await self._finish_delivery(delivering)
-        if self.health is not None:
-            await self.health.stop()
-        await self._sink.aclose()
-
-    async def _finish_delivery(self, delivering: asyncio.Task[None]) -> None:
-        timeout = self.settings.shutdown_timeout
-        try:
-            await asyncio.wait_for(self._outbox.join(), timeout)
-        except TimeoutError:
-            logger.error(
-                "shutdown timeout: points not delivered count=%d after %.1fs",
-                self._pending,
-                timeout,
-            )
-            self.metrics.points_dropped.labels("shutdown").inc(self._pending)
         delivering.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await delivering
+        now = self.clock.time()
+        if self._spool is None:
+            await self.report(self.aggregator.close_all(now))
+        else:  # report what is due; keep the open window for the next start
+            await self.report(self.aggregator.close(now))
+            state = window_state.dump(self.aggregator.export_state())
+            await asyncio.to_thread(self._spool.save_state, state)
+            logger.info("open window saved to the spool series=%d", self.aggregator.series)
+        await self.delivery.finish(self.settings.shutdown_timeout)
+        if self.health is not None:
+            await self.health.stop()
+        await self._sink.aclose()
+        if self._spool is not None:
+            self._spool.close()
+
+    async def _resume(self) -> None:
+        """With a spool: queue the bodies and take over the windows an earlier run left."""
+        if self._spool is None:
+            return
+        await asyncio.to_thread(self.delivery.resume_spooled)
+        data = await asyncio.to_thread(self._spool.load_state)
+        if data is None:
+            return
+        try:
+            saved = window_state.load(data)
+            self.aggregator.restore_state(saved)
+        except ValueError as exc:
+            logger.error("spool: saved window not resumed: %s", exc)
+        else:
+            logger.info(
+                "spool: resumed saved windows series=%d starts=%s",
+                len(saved.keys),
+                sorted(saved.windows),
+            )
+        await asyncio.to_thread(self._spool.clear_state)
 
 
 def install_signal_handlers(stop: asyncio.Event) -> Callable[[], None]:

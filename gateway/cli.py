@@ -22,7 +22,7 @@ from gateway.clock import SystemClock
 from gateway.config import ConfigError, Settings, describe, load_config
 from gateway.credentials import CredentialsError, load_credentials, masked
 from gateway.delivery import ApiSink
-from gateway.errors import StartupError
+from gateway.errors import GatewayError
 from gateway.logs import setup_logging
 from gateway.signer import Credentials
 from gateway.sinks import Sink, StdoutSink
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     try:
         asyncio.run(_serve(settings, credentials))
-    except StartupError as exc:
+    except GatewayError as exc:  # a listener, the spool: one line, exit 2
         return _refuse([str(exc)])
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         return EXIT_OK

@@ -61,6 +61,12 @@ class Settings:
     point_type: int = 2
     request_timeout: float = 10.0
     ca_bundle: str | None = None
+    max_pending_points: int = 1_000_000
+    max_point_age: float = 604_800.0
+    send_jitter: float = 10.0
+    max_requests_per_minute: float = 1000.0
+    spool_dir: str | None = None
+    spool_max_bytes: int = 1 << 30
     shutdown_timeout: float = 20.0
     log_level: str = "info"
     log_format: str = "text"

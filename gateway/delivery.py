@@ -1,4 +1,4 @@
-"""Delivery to the API: a small pure policy, and the sink that follows it (CONTRACT 6).
+"""Delivery to the API (CONTRACT 6): a small pure policy, the JD Cloud sink, and the loop.
 
 ``decide`` maps one attempt's outcome to what happens next:
 
@@ -9,28 +9,32 @@
     408 429 500 502 503 504,
     time-out, connection error      RETRY after full-jitter backoff (1 s doubling to 60 s),
                                     never sooner than Retry-After
-    401 403                         HOLD: keep the points, retry at the slowest pace
+    401 403                         HOLD: keep the points, retry at the slowest pace (60 s)
 
-``ApiSink`` sends one body through ``JDCloudClient`` until it is delivered, refused, or its
-attempts run out (then its points are dropped and counted).  Every attempt is signed afresh
-by the client.  The sleep goes through the injected clock and the jitter through an injected
-random source, so tests control both.
+``ApiSink`` makes one signed attempt and applies ``decide``.  ``Delivery`` is the loop: it
+keeps the bounded ``Outbox``, sends the oldest body when its send delay, the pause after a
+failure and the token bucket all allow, and never gives up on a body that can still be
+delivered; what it drops (backlog full, too old, corrupt spool file) is counted by reason.
+With a spool, pending bodies are written to disk while the API is unreachable and on
+shutdown, and read back at the next start.  Sleeps go through the injected clock.
 """
 
 from __future__ import annotations
 
-import enum
+import asyncio
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from gateway.batches import Body
 from gateway.client import JDCloudClient, PutResult
 from gateway.clock import Clock
 from gateway.errors import DeliveryError
 from gateway.logs import LogLimiter
-from gateway.sinks import SendResult
+from gateway.metrics import GatewayMetrics
+from gateway.outbox import Drop, Outbox, Pending, TokenBucket
+from gateway.sinks import Action, Attempt, Sink
+from gateway.spool import Spool, SpoolError, SpoolStats
 
 logger = logging.getLogger(__name__)
 
@@ -40,112 +44,79 @@ FAILING_AFTER = 3
 """Consecutive failed attempts after which ``/readyz`` reports delivery as failing."""
 
 
-class Action(enum.Enum):
-    DELIVERED = "delivered"
-    PARTIAL = "partial"
-    REJECTED = "rejected"
-    RETRY = "retry"
-    HOLD = "hold"
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    action: Action
-    delay: float = 0.0
-
-
 def backoff(attempt: int, rng: Callable[[], float]) -> float:
     """Full jitter: uniform in [0, min(cap, base * 2**attempt)); ``attempt`` counts from 0."""
     return rng() * min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** min(attempt, 32))
 
 
-def decide(outcome: PutResult | DeliveryError, attempt: int, rng: Callable[[], float]) -> Decision:
+def decide(
+    outcome: PutResult | DeliveryError, attempt: int, rng: Callable[[], float]
+) -> tuple[Action, float]:
+    """What to do after one attempt, and how long to wait first (RETRY and HOLD)."""
     if isinstance(outcome, DeliveryError):
-        return Decision(Action.RETRY, backoff(attempt, rng))
+        return Action.RETRY, backoff(attempt, rng)
     status = outcome.status
     if status == 200 and outcome.success:
-        return Decision(Action.DELIVERED)
+        return Action.DELIVERED, 0.0
     if status in (200, 400) and outcome.rejected:
-        return Decision(Action.PARTIAL)
+        return Action.PARTIAL, 0.0
     if status in (401, 403):
-        return Decision(Action.HOLD, BACKOFF_CAP)
+        return Action.HOLD, BACKOFF_CAP
     if outcome.retryable:
-        return Decision(Action.RETRY, max(backoff(attempt, rng), outcome.retry_after or 0.0))
-    return Decision(Action.REJECTED)
+        return Action.RETRY, max(backoff(attempt, rng), outcome.retry_after or 0.0)
+    return Action.REJECTED, 0.0
 
 
 class ApiSink:
-    """Sends bodies to putMetricData, following ``decide``, for at most ``max_attempts``."""
+    """One signed putMetricData attempt per call, judged by ``decide``."""
 
     def __init__(
-        self,
-        client: JDCloudClient,
-        clock: Clock,
-        *,
-        max_attempts: int = 5,
-        rng: Callable[[], float] = random.random,
+        self, client: JDCloudClient, clock: Clock, *, rng: Callable[[], float] = random.random
     ) -> None:
         self._client = client
         self._clock = clock
-        self._max_attempts = max_attempts
         self._rng = rng
-        self._failures = 0
+        self._streak = 0
         self._log_rejects = LogLimiter(clock, per_minute=10)
 
-    @property
-    def failing(self) -> bool:
-        return self._failures >= FAILING_AFTER
-
-    async def send(self, body: Body) -> SendResult:
-        attempts: list[tuple[str, float]] = []
-        for attempt in range(self._max_attempts):
-            started = self._clock.monotonic()
-            try:
-                outcome: PutResult | DeliveryError = await self._client.put(body.data)
-            except DeliveryError as exc:
-                outcome = exc
-            status = "error" if isinstance(outcome, DeliveryError) else str(outcome.status)
-            attempts.append((status, self._clock.monotonic() - started))
-            decision = decide(outcome, attempt, self._rng)
-            if isinstance(outcome, DeliveryError):
-                logger.warning("putMetricData attempt %d failed: %s", attempt + 1, outcome)
-            elif decision.action is Action.DELIVERED:
-                self._failures = 0
-                return SendResult(body.points, request_id=outcome.request_id, attempts=(*attempts,))
-            elif decision.action is Action.PARTIAL:
-                self._failures = 0
-                return self._partial(body, outcome, attempts)
-            elif decision.action is Action.REJECTED:
-                logger.error(
-                    "putMetricData refused the whole request points=%d %s",
-                    body.points,
-                    outcome.describe(),
-                )
-                return SendResult(
-                    0, rejected=body.points, request_id=outcome.request_id, attempts=(*attempts,)
-                )
-            else:
-                hold = decision.action is Action.HOLD
-                (logger.error if hold else logger.warning)(
-                    "putMetricData attempt %d: %s; retrying in %.1fs%s",
-                    attempt + 1,
-                    outcome.describe(),
-                    decision.delay,
-                    " (check JDCLOUD_ACCESS_KEY / JDCLOUD_SECRET_KEY)" if hold else "",
-                )
-            self._failures += 1
-            if attempt + 1 < self._max_attempts:
-                await self._clock.sleep(decision.delay)
-        logger.error(
-            "putMetricData gave up after %d attempts; points dropped=%d",
-            self._max_attempts,
-            body.points,
+    async def attempt(self, body: Body) -> Attempt:
+        started = self._clock.monotonic()
+        try:
+            outcome: PutResult | DeliveryError = await self._client.put(body.data)
+        except DeliveryError as exc:
+            outcome = exc
+        seconds = self._clock.monotonic() - started
+        action, delay = decide(outcome, self._streak, self._rng)
+        self._streak = 0 if action.final else self._streak + 1
+        if isinstance(outcome, DeliveryError):
+            logger.warning("putMetricData failed: %s; retrying in %.1fs", outcome, delay)
+            return Attempt(action, "error", seconds, delay)
+        status = str(outcome.status)
+        if action is Action.DELIVERED:
+            return Attempt(
+                action, status, seconds, delivered=body.points, request_id=outcome.request_id
+            )
+        if action is Action.PARTIAL:
+            return self._partial(body, outcome, seconds)
+        if action is Action.REJECTED:
+            logger.error(
+                "putMetricData refused the whole request points=%d %s",
+                body.points,
+                outcome.describe(),
+            )
+            return Attempt(
+                action, status, seconds, rejected=body.points, request_id=outcome.request_id
+            )
+        hold = action is Action.HOLD
+        (logger.error if hold else logger.warning)(
+            "putMetricData %s; retrying in %.1fs%s",
+            outcome.describe(),
+            delay,
+            " (check JDCLOUD_ACCESS_KEY / JDCLOUD_SECRET_KEY; points are kept)" if hold else "",
         )
-        return SendResult(0, dropped=body.points, attempts=(*attempts,))
+        return Attempt(action, status, seconds, delay, request_id=outcome.request_id)
 
-    def _partial(
-        self, body: Body, outcome: PutResult, attempts: list[tuple[str, float]]
-    ) -> SendResult:
+    def _partial(self, body: Body, outcome: PutResult, seconds: float) -> Attempt:
         refused = min(len(outcome.rejected), body.points)
         for error in outcome.rejected:
             if self._log_rejects.allow():
@@ -155,12 +126,207 @@ class ApiSink:
                     error.detail,
                     error.point[:300],
                 )
-        return SendResult(
-            body.points - refused,
+        return Attempt(
+            Action.PARTIAL,
+            str(outcome.status),
+            seconds,
+            delivered=body.points - refused,
             rejected=refused,
             request_id=outcome.request_id,
-            attempts=(*attempts,),
         )
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+class Delivery:
+    """The sending loop over a bounded backlog, paced, with an optional spool."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        clock: Clock,
+        metrics: GatewayMetrics,
+        *,
+        max_points: int,
+        max_age: float,
+        per_minute: float,
+        send_jitter: float,
+        spool: Spool | None = None,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self._sink = sink
+        self._clock = clock
+        self._metrics = metrics
+        self._outbox = Outbox(max_points=max_points, max_age=max_age)
+        self._bucket = TokenBucket(per_minute, clock.monotonic())
+        self._jitter = rng() * send_jitter  # one delay per process, so nodes spread out
+        self._spool = spool
+        self._paused_until = 0.0
+        self._failures = 0
+        self._arrived = asyncio.Event()
+
+    @property
+    def failing(self) -> bool:
+        return self._failures >= FAILING_AFTER
+
+    @property
+    def pending_points(self) -> int:
+        return self._outbox.points
+
+    def enqueue(self, bodies: list[Body], timestamp: int, *, delay: bool = True) -> None:
+        """Queue one window's bodies; they go after the per-process send delay."""
+        ready_at = self._clock.monotonic() + (self._jitter if delay else 0.0)
+        for body in bodies:
+            self._drop(self._outbox.add(Pending(body, timestamp, ready_at)), Drop.BACKLOG_FULL)
+        self._update_gauges()
+        self._arrived.set()
+
+    def resume_spooled(self) -> None:
+        """At start: queue what an earlier process left in the spool, oldest first."""
+        if self._spool is None:
+            return
+        entries, stats = self._spool.scan()
+        self._count_spool(stats)
+        for entry in entries:
+            pending = Pending(Body(b"", entry.points), entry.timestamp, 0.0, entry)
+            self._drop(self._outbox.add(pending), Drop.BACKLOG_FULL)
+        if entries:
+            logger.info("spool: resuming bodies=%d points=%d", len(entries), self._outbox.points)
+        self._update_gauges()
+
+    async def run(self) -> None:
+        """Send until cancelled."""
+        while True:
+            wait = await self._step(honour_jitter=True)
+            if wait is None:
+                self._arrived.clear()
+                await self._arrived.wait()
+            elif wait > 0:
+                await self._clock.sleep(wait)
+
+    async def finish(self, timeout: float) -> None:
+        """Shutdown: send what is pending (no send delay) until done or ``timeout`` passes;
+        then spool what is left, or log it as lost."""
+        deadline = self._clock.monotonic() + timeout
+        while True:
+            wait = await self._step(honour_jitter=False)
+            if wait is None:
+                break
+            if self._clock.monotonic() + wait >= deadline:
+                break
+            if wait > 0:
+                await self._clock.sleep(wait)
+        if not self._outbox.points:
+            return
+        if self._spool is not None:
+            self._spool_pending()
+        kept = sum(item.body.points for item in self._outbox if item.spooled is not None)
+        lost = self._outbox.points - kept
+        if kept:
+            logger.warning("shutdown: points left in the spool for the next start count=%d", kept)
+        if lost:
+            logger.error(
+                "shutdown timeout: points not delivered count=%d after %.1fs", lost, timeout
+            )
+            self._metrics.points_dropped.labels("shutdown").inc(lost)
+        self._outbox.clear()
+        self._update_gauges()
+
+    async def _step(self, *, honour_jitter: bool) -> float | None:
+        """Attempt the oldest body if it may go now; else how long to wait (None: empty)."""
+        self._drop(self._outbox.expire(self._clock.time()), Drop.TOO_OLD)
+        item = self._outbox.first()
+        if item is None:
+            self._update_gauges()
+            return None
+        now = self._clock.monotonic()
+        ready = max(item.ready_at if honour_jitter else now, self._paused_until)
+        wait = max(ready - now, self._bucket.delay(now))
+        if wait > 0:
+            return wait
+        body = self._body(item)
+        if body is None:
+            return 0.0
+        self._bucket.take(now)
+        attempt = await self._sink.attempt(body)
+        self._record(attempt)
+        if attempt.action.final:
+            self._outbox.remove(item)
+            if self._spool is not None and item.spooled is not None:
+                await asyncio.to_thread(self._spool.remove, item.spooled)
+            if attempt.action is not Action.REJECTED:
+                self._failures = 0
+                self._bucket.succeeded()
+        else:
+            self._failures += 1
+            self._paused_until = self._clock.monotonic() + attempt.delay
+            if attempt.status == "429":
+                self._bucket.throttled()
+            if self._spool is not None:  # the API is unreachable: keep the backlog on disk
+                await asyncio.to_thread(self._spool_pending)
+        self._update_gauges()
+        return 0.0
+
+    def _body(self, item: Pending) -> Body | None:
+        if item.body.data or item.spooled is None or self._spool is None:
+            return item.body
+        data = self._spool.read(item.spooled)
+        if data is None:  # moved aside as corrupt by the spool, which counted it
+            self._outbox.remove(item)
+            self._count_spool(self._spool.stats_since_last())
+            return None
+        return Body(data, item.body.points)
+
+    def _spool_pending(self) -> None:
+        assert self._spool is not None
+        for item in list(self._outbox):
+            if item.spooled is None:
+                try:
+                    entry, stats = self._spool.put(
+                        item.body.data, points=item.body.points, timestamp=item.timestamp
+                    )
+                except SpoolError as exc:  # disk full or failing: keep the body in memory
+                    logger.error("spool: cannot write pending points: %s", exc)
+                    self._count_spool(self._spool.stats_since_last())
+                    return
+                self._count_spool(stats)
+                if entry is None:  # refused (counted in stats): it cannot be kept
+                    self._outbox.remove(item)
+                    continue
+                item.spooled = entry
+                item.body = Body(b"", item.body.points)  # on disk now: free the memory
+        known = {entry.seq for entry in self._spool.entries()}
+        for item in list(self._outbox):  # entries the full spool dropped are gone for good
+            if item.spooled is not None and item.spooled.seq not in known:
+                self._outbox.remove(item)
+
+    def _count_spool(self, stats: SpoolStats) -> None:
+        m = self._metrics
+        if stats.dropped_full_points:
+            m.points_dropped.labels("spool_full").inc(stats.dropped_full_points)
+        if stats.corrupt_files:
+            m.spool_corrupt_files.inc(stats.corrupt_files)
+            m.points_dropped.labels("spool_corrupt").inc(stats.corrupt_points or 0)
+
+    def _record(self, attempt: Attempt) -> None:
+        m = self._metrics
+        m.requests.labels(attempt.status).inc()
+        m.request_seconds.observe(attempt.seconds)
+        m.points_sent.inc(attempt.delivered)
+        if attempt.rejected:
+            m.points_rejected.labels("api").inc(attempt.rejected)
+
+    def _drop(self, items: list[Pending], reason: Drop) -> None:
+        for item in items:
+            self._metrics.points_dropped.labels(reason.value).inc(item.body.points)
+            if self._spool is not None and item.spooled is not None:
+                self._spool.remove(item.spooled)
+            logger.warning("points dropped reason=%s count=%d", reason.value, item.body.points)
+
+    def _update_gauges(self) -> None:
+        m = self._metrics
+        m.pending_points.set(self._outbox.points)
+        oldest = self._outbox.oldest_timestamp()
+        m.oldest_pending_age.set(0 if oldest is None else max(0.0, self._clock.time() - oldest))
+        m.request_rate_factor.set(self._bucket.factor)

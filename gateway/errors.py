@@ -4,11 +4,13 @@
     ├── ConfigError              bad configuration: every problem, one line each (exit 2)
     ├── StartupError             a listener cannot bind (exit 2)
     ├── CredentialsError         credentials incomplete or unreadable (exit 2)
+    ├── SpoolError               the spool directory cannot be used or written (exit 2 at start)
     └── DeliveryError            a request failed; carries status, retryable, request_id
 
 Malformed StatsD lines are not exceptions: the parser returns them as reason-coded data.
-``ConfigError`` and ``CredentialsError`` live beside what they describe
-(``gateway.config``, ``gateway.credentials``) and derive from ``GatewayError``.
+``ConfigError``, ``CredentialsError`` and ``SpoolError`` live beside what they describe
+(``gateway.config``, ``gateway.credentials``, ``gateway.spool``) and derive from
+``GatewayError``.
 """
 
 from __future__ import annotations

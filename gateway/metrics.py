@@ -100,6 +100,16 @@ class GatewayMetrics:
             registry=registry,
         )
         self.pending_points = gauge("pending_points", "Points built and not yet delivered.")
+        self.oldest_pending_age = gauge(
+            "oldest_pending_age_seconds", "Age of the oldest pending point (0 when none)."
+        )
+        self.request_rate_factor = gauge(
+            "request_rate_factor",
+            "Share of --max-requests-per-minute in force; below 1 after 429 answers.",
+        )
+        self.spool_corrupt_files = counter(
+            "spool_corrupt_files", "Spool files found corrupt or truncated and moved aside."
+        )
         self.udp_rcvbuf = gauge(
             "udp_receive_buffer_bytes", "Receive buffer the kernel granted the UDP socket."
         )
@@ -115,12 +125,12 @@ class GatewayMetrics:
         for tag_drop in TagDrop:
             self.tags_dropped.labels(tag_drop.value)
         self.points_dropped.labels("invalid")
-        self.points_dropped.labels("shutdown")
+        for drop in ("shutdown", "backlog_full", "too_old", "spool_full", "spool_corrupt"):
+            self.points_dropped.labels(drop)
         for listener in ("udp", "unix"):
             self.truncated.labels(listener)
             self.datagrams.labels(listener)
             self.bytes.labels(listener)
-        self.points_dropped.labels("delivery_failed")
         self.points_rejected.labels("api")
 
     def watch_kernel_drops(self, read: Callable[[], int | None]) -> None:

@@ -328,6 +328,18 @@ OPTIONS: tuple[Option, ...] = (
            number(above=0), _N, show_number),
     Option("ca_bundle", "PATH", "", "PEM file of extra CA certificates to trust, besides "
            "the public ones", parse_file, show=show_path),
+    Option("max_pending_points", "N", "1000000", "points kept for delivery; past it the "
+           "oldest are dropped and counted", int_in(50, 1_000_000_000), _I),
+    Option("max_point_age", "SECONDS", "604800", "points older than this are dropped and "
+           "counted (the API refuses them)", number(above=0), _N, show_number),
+    Option("send_jitter", "SECONDS", "10", "each process waits a random share of this after "
+           "a window closes before sending it", number(at_least=0), _N, show_number),
+    Option("max_requests_per_minute", "N", "1000", "request pace; JD Cloud limits calls per "
+           "account", number(above=0), _N, show_number),
+    Option("spool_dir", "DIR", "", "keep undelivered points and the open window on disk "
+           "across restarts", str, show=show_path),
+    Option("spool_max_bytes", "BYTES", "1073741824", "most bytes the spool may hold; past it "
+           "the oldest are dropped and counted", int_in(1 << 20, 2**50), _I),
     Option("shutdown_timeout", "SECONDS", "20",
            "time allowed after SIGTERM to deliver what is pending", number(at_least=0), _N,
            show_number),

@@ -1,13 +1,16 @@
-"""Where request bodies go: the outcome of one send, and the ``stdout`` sink.
+"""Where request bodies go: one attempt at a time, and what became of it.
 
+A sink makes exactly one attempt per call and says what should happen next (an
+``Attempt``); the delivery loop (``gateway.delivery``) decides when to call it again.
 ``--endpoint stdout`` prints each request body as one JSON line, exactly what would be
-POSTed, instead of sending it.  ``gateway.delivery.ApiSink`` is the other sink.
+POSTed, instead of sending it.  ``gateway.delivery.ApiSink`` is the JD Cloud sink.
 
 No numpy.
 """
 
 from __future__ import annotations
 
+import enum
 import sys
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
@@ -15,25 +18,36 @@ from typing import BinaryIO, Protocol
 from gateway.batches import Body
 
 
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    """What became of one body: points delivered, refused by the API, or given up on."""
+class Action(enum.Enum):
+    DELIVERED = "delivered"
+    PARTIAL = "partial"
+    REJECTED = "rejected"
+    RETRY = "retry"
+    HOLD = "hold"
 
-    delivered: int
+    @property
+    def final(self) -> bool:
+        """The body is done with: delivered, or refused for good."""
+        return self in (Action.DELIVERED, Action.PARTIAL, Action.REJECTED)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One request: its outcome, what to do next, and the points it settled."""
+
+    action: Action
+    status: str
+    """The HTTP status as text, ``error`` (time-out, connection) or ``stdout``."""
+    seconds: float = 0.0
+    delay: float = 0.0
+    """With RETRY or HOLD: how long to wait before the next attempt."""
+    delivered: int = 0
     rejected: int = 0
-    dropped: int = 0
     request_id: str | None = None
-    attempts: tuple[tuple[str, float], ...] = ()
-    """(status, seconds) of every request made: an HTTP status, ``error`` or ``stdout``."""
 
 
 class Sink(Protocol):
-    @property
-    def failing(self) -> bool:
-        """True while delivery keeps failing; ``/readyz`` reports it."""
-        ...
-
-    async def send(self, body: Body) -> SendResult: ...
+    async def attempt(self, body: Body) -> Attempt: ...
 
     async def aclose(self) -> None: ...
 
@@ -42,14 +56,10 @@ class StdoutSink:
     def __init__(self, stream: BinaryIO | None = None) -> None:
         self._stream = stream if stream is not None else sys.stdout.buffer
 
-    @property
-    def failing(self) -> bool:
-        return False
-
-    async def send(self, body: Body) -> SendResult:
+    async def attempt(self, body: Body) -> Attempt:
         self._stream.write(body.data + b"\n")
         self._stream.flush()
-        return SendResult(delivered=body.points, attempts=(("stdout", 0.0),))
+        return Attempt(Action.DELIVERED, "stdout", delivered=body.points)
 
     async def aclose(self) -> None:
         self._stream.flush()

@@ -130,7 +130,7 @@ def start_gateway(endpoint: str, *extra: str, env: dict[str, str] | None = None)
     """A gateway on loopback ports chosen by the kernel, with the static dimension host=node1."""
     return GatewayProcess(
         *("--endpoint", endpoint, "--udp", "127.0.0.1:0", "--http", "127.0.0.1:0"),
-        *("--dimension", "host=node1", *extra),
+        *("--dimension", "host=node1", "--send-jitter", "0", *extra),
         env=env,
     ).wait_listening()
 

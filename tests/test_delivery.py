@@ -9,13 +9,16 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
 from gateway.batches import pack
 from gateway.client import JDCloudClient, PointError, PutResult
-from gateway.delivery import BACKOFF_CAP, Action, ApiSink, backoff, decide
+from gateway.delivery import BACKOFF_CAP, ApiSink, Delivery, backoff, decide
 from gateway.emulator import start_emulator
 from gateway.errors import DeliveryError
+from gateway.metrics import GatewayMetrics
 from gateway.signer import Credentials
+from gateway.sinks import Action
 from tests.clocks import FakeClock
 
 KEYS = ("AKTESTGATEWAY01", "test-secret-not-real")
@@ -49,7 +52,7 @@ def half() -> float:
     ],
 )
 def test_decide(outcome: PutResult | DeliveryError, action: Action) -> None:
-    assert decide(outcome, 0, half).action is action
+    assert decide(outcome, 0, half)[0] is action
 
 
 @pytest.mark.parametrize(
@@ -62,9 +65,9 @@ def test_backoff_doubles_to_the_cap_with_full_jitter(attempt: int, ceiling: floa
 
 
 def test_retry_after_is_a_floor_and_auth_waits_longest() -> None:
-    assert decide(PutResult(429, False, retry_after=30), 0, half).delay == 30
-    assert decide(PutResult(429, False, retry_after=0.1), 3, half).delay == 4.0
-    assert decide(PutResult(401, False), 0, half).delay == BACKOFF_CAP
+    assert decide(PutResult(429, False, retry_after=30), 0, half)[1] == 30
+    assert decide(PutResult(429, False, retry_after=0.1), 3, half)[1] == 4.0
+    assert decide(PutResult(401, False), 0, half)[1] == BACKOFF_CAP
 
 
 def _points(n: int, prefix: str = "sink.m") -> list[bytes]:
@@ -85,22 +88,38 @@ def _points(n: int, prefix: str = "sink.m") -> list[bytes]:
     ]
 
 
-def _run(
-    faults: dict[str, Any] | None, points: list[bytes], *, secret: str = KEYS[1], attempts: int = 5
+def _metric(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    value = registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def _deliver(
+    faults: dict[str, Any] | None,
+    points: list[bytes],
+    *,
+    secret: str = KEYS[1],
+    timeout: float = 600.0,
+    transport: httpx.AsyncBaseTransport | None = None,
+    **options: Any,
 ):  # type: ignore[no-untyped-def]
+    """Queue the bodies, run the loop until the outbox is empty (fake time) or ``timeout``."""
+
     async def go():  # type: ignore[no-untyped-def]
         emulator = await start_emulator(credentials=KEYS, faults=faults)
-        clock = FakeClock()
-        client = JDCloudClient(emulator.endpoint(1), Credentials(KEYS[0], secret), timeout=2)
-        sink = ApiSink(client, clock, max_attempts=attempts, rng=half)
+        clock = FakeClock(start=time.time())  # the emulator checks timestamps by real time
+        registry = CollectorRegistry()
+        client = JDCloudClient(
+            emulator.endpoint(1), Credentials(KEYS[0], secret), timeout=2, transport=transport
+        )
+        sink = ApiSink(client, clock, rng=half)
+        settings = {"max_points": 10_000, "max_age": 7 * 86400.0, "per_minute": 1000.0,
+                    "send_jitter": 0.0, **options}  # fmt: skip
+        delivery = Delivery(sink, clock, GatewayMetrics(registry), rng=half, **settings)
+        delivery.enqueue(list(pack(points)), int(time.time()) // 60 * 60)
         try:
-            results = [await sink.send(body) for body in pack(points)]
-            return (
-                results,
-                emulator.stats.to_json(points_stored=len(emulator.store.query())),
-                clock.slept,
-                sink.failing,
-            )
+            await delivery.finish(timeout)
+            stats = emulator.stats.to_json(points_stored=len(emulator.store.query()))
+            return stats, clock.slept, delivery, registry
         finally:
             await sink.aclose()
             await emulator.close()
@@ -109,39 +128,67 @@ def _run(
 
 
 def test_500_then_200_delivers_once() -> None:
-    results, stats, slept, failing = _run({"status": 500, "status_count": 1}, _points(3))
-    assert [r.delivered for r in results] == [3]
+    stats, slept, delivery, registry = _deliver({"status": 500, "status_count": 1}, _points(3))
     assert stats["requests_by_status"] == {"200": 1, "500": 1}
     assert stats["points_accepted"] == 3 and stats["overwrites"] == 0
-    assert slept == [0.5] and not failing
+    assert slept == [0.5] and not delivery.failing and delivery.pending_points == 0
+    assert _metric(registry, "statsd_gateway_requests_total", status="500") == 1
+    assert _metric(registry, "statsd_gateway_points_sent_total") == 3
 
 
-def test_429_retry_after_is_honoured() -> None:
-    results, stats, slept, _ = _run(
+def test_429_retry_after_is_honoured_and_slows_the_pace() -> None:
+    stats, slept, _, registry = _deliver(
         {"status": 429, "status_count": 2, "retry_after": 7}, _points(2)
     )
-    assert results[0].delivered == 2 and stats["points_accepted"] == 2
-    assert slept == [7.0, 7.0]
+    assert stats["points_accepted"] == 2 and slept == [7.0, 7.0]
+    # Halved twice by the 429s, then recovering by a tenth with the success.
+    assert _metric(registry, "statsd_gateway_request_rate_factor") == pytest.approx(0.25 * 1.1)
 
 
 def test_dropped_connection_is_retried() -> None:
-    results, stats, _, _ = _run({"drop": 1}, _points(2))
-    assert results[0].delivered == 2 and stats["points_accepted"] == 2 and stats["overwrites"] == 0
+    stats, _, _, _ = _deliver({"drop": 1}, _points(2))
+    assert stats["points_accepted"] == 2 and stats["overwrites"] == 0
 
 
 def test_partial_400_refuses_only_those_points() -> None:
     points = _points(4) + _points(2, prefix="sink.bad")
-    results, stats, slept, _ = _run({"reject_metric": r"^sink\.bad"}, points)
-    assert (results[0].delivered, results[0].rejected) == (4, 2)
-    assert results[0].request_id
+    stats, slept, _, registry = _deliver({"reject_metric": r"^sink\.bad"}, points)
     assert stats["points_accepted"] == 4 and stats["requests_total"] == 1 and slept == []
+    assert _metric(registry, "statsd_gateway_points_rejected_total", reason="api") == 2
+    assert _metric(registry, "statsd_gateway_points_sent_total") == 4
 
 
-def test_wrong_credentials_hold_then_give_up_counted() -> None:
-    results, stats, slept, failing = _run(None, _points(2), secret="wrong", attempts=3)
-    assert (results[0].delivered, results[0].dropped) == (0, 2)
-    assert stats["signature_failures"] == 3 and slept == [BACKOFF_CAP, BACKOFF_CAP]
-    assert failing
+def test_wrong_credentials_hold_the_points_at_the_slowest_pace() -> None:
+    stats, slept, delivery, registry = _deliver(None, _points(2), secret="wrong", timeout=200)
+    assert stats["signature_failures"] == 4 and slept == [BACKOFF_CAP] * 3
+    assert delivery.failing and delivery.pending_points == 0  # logged as lost at the deadline
+    assert _metric(registry, "statsd_gateway_points_dropped_total", reason="shutdown") == 2
+
+
+def test_long_outage_keeps_every_point_until_the_api_is_back() -> None:
+    stats, slept, _, _ = _deliver({"status": 503, "status_count": 12}, _points(120))
+    assert stats["points_accepted"] == 120 and stats["overwrites"] == 0
+    assert len(slept) == 12 and max(slept) == BACKOFF_CAP / 2  # capped full jitter at rng 0.5
+
+
+def test_backlog_bound_drops_the_oldest_and_counts_them() -> None:
+    stats, _, _, registry = _deliver(None, _points(150), max_points=100)
+    assert stats["points_accepted"] == 100
+    assert _metric(registry, "statsd_gateway_points_dropped_total", reason="backlog_full") == 50
+    accepted = stats["points_accepted"]
+    assert accepted + 50 == 150
+
+
+def test_points_older_than_max_age_are_dropped_and_counted() -> None:
+    stats, _, _, registry = _deliver(None, _points(10), max_age=1.0)
+    assert stats["requests_total"] == 0
+    assert _metric(registry, "statsd_gateway_points_dropped_total", reason="too_old") == 10
+
+
+def test_requests_are_paced_by_the_token_bucket() -> None:
+    stats, slept, _, _ = _deliver(None, _points(50 * 5), per_minute=60.0)
+    assert stats["requests_total"] == 5
+    assert slept == [1.0] * 4  # one token a second after the first
 
 
 class RecordingTransport(httpx.AsyncHTTPTransport):
@@ -158,19 +205,8 @@ class RecordingTransport(httpx.AsyncHTTPTransport):
 
 
 def test_every_attempt_is_signed_afresh() -> None:
-    async def go():  # type: ignore[no-untyped-def]
-        emulator = await start_emulator(credentials=KEYS, faults={"status": 503, "status_count": 2})
-        transport = RecordingTransport()
-        client = JDCloudClient(emulator.endpoint(1), Credentials(*KEYS), transport=transport)
-        sink = ApiSink(client, FakeClock(), rng=half)
-        try:
-            result = await sink.send(next(pack(_points(1))))
-        finally:
-            await sink.aclose()
-            await emulator.close()
-        return result, transport.seen
-
-    result, seen = asyncio.run(go())
-    assert result.delivered == 1 and len(seen) == 3
-    assert len({nonce for nonce, _, _ in seen}) == 3
-    assert len({auth for _, _, auth in seen}) == 3
+    transport = RecordingTransport()
+    stats, _, _, _ = _deliver({"status": 503, "status_count": 2}, _points(1), transport=transport)
+    assert stats["points_accepted"] == 1 and len(transport.seen) == 3
+    assert len({nonce for nonce, _, _ in transport.seen}) == 3
+    assert len({auth for _, _, auth in transport.seen}) == 3

@@ -1,0 +1,140 @@
+"""The backlog of request bodies waiting to be delivered, and the pacing of their sending.
+
+``Outbox`` keeps bodies oldest first and bounds them (CONTRACT 6): past
+``max_points`` pending points the oldest bodies are dropped, and a body whose points are
+older than ``max_age`` seconds is dropped, since the API refuses them.  Dropped bodies are
+returned to the caller, which counts them with their reason and removes their spool files.
+
+``TokenBucket`` paces requests to ``--max-requests-per-minute``.  After a 429 its rate is
+cut in half (down to a sixteenth) and recovers by a tenth with every success, so a fleet
+of gateways that shares one account quota backs off together and comes back gradually.
+
+Pure: no I/O, no asyncio, no clock reads (time is passed in).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gateway.batches import Body
+
+if TYPE_CHECKING:
+    from gateway.spool import SpoolEntry
+
+
+class Drop(enum.StrEnum):
+    """Why pending points were dropped; the ``reason`` label of ``points_dropped_total``."""
+
+    BACKLOG_FULL = "backlog_full"
+    TOO_OLD = "too_old"
+
+
+@dataclass(slots=True)
+class Pending:
+    """One body waiting for delivery."""
+
+    body: Body
+    timestamp: int
+    """The window start of its points (every point of a body shares it)."""
+    ready_at: float = 0.0
+    """Monotonic time before which it is not sent (the per-process send jitter)."""
+    spooled: SpoolEntry | None = None
+    """Its spool entry once it has been written to disk."""
+
+
+class Outbox:
+    def __init__(self, *, max_points: int, max_age: float) -> None:
+        self._items: deque[Pending] = deque()
+        self._max_points = max_points
+        self._max_age = max_age
+        self.points = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Pending]:
+        return iter(self._items)
+
+    def add(self, item: Pending) -> list[Pending]:
+        """Queue ``item`` behind the others; returns the oldest bodies dropped to make room."""
+        self._items.append(item)
+        self.points += item.body.points
+        dropped = []
+        while self.points > self._max_points and len(self._items) > 1:
+            dropped.append(self._pop())
+        return dropped
+
+    def expire(self, now: float) -> list[Pending]:
+        """Drop bodies whose points are older than ``max_age`` at wall-clock time ``now``."""
+        dropped = []
+        while self._items and self._items[0].timestamp < now - self._max_age:
+            dropped.append(self._pop())
+        # Spooled bodies from an earlier run may sit behind newer ones.
+        stale = [item for item in self._items if item.timestamp < now - self._max_age]
+        for item in stale:
+            self.remove(item)
+        return dropped + stale
+
+    def clear(self) -> None:
+        self._items.clear()
+        self.points = 0
+
+    def first(self) -> Pending | None:
+        return self._items[0] if self._items else None
+
+    def remove(self, item: Pending) -> None:
+        self._items.remove(item)
+        self.points -= item.body.points
+
+    def oldest_timestamp(self) -> int | None:
+        return min((item.timestamp for item in self._items), default=None)
+
+    def _pop(self) -> Pending:
+        item = self._items.popleft()
+        self.points -= item.body.points
+        return item
+
+
+class TokenBucket:
+    """At most ``per_minute`` requests a minute, with a burst of one second's worth."""
+
+    MIN_FACTOR = 1 / 16
+
+    def __init__(self, per_minute: float, now: float) -> None:
+        self._rate = per_minute / 60.0
+        self._factor = 1.0
+        self._capacity = max(1.0, self._rate)
+        self._tokens = self._capacity
+        self._updated = now
+
+    @property
+    def factor(self) -> float:
+        """The share of the configured rate in force (below 1 after 429s)."""
+        return self._factor
+
+    def delay(self, now: float) -> float:
+        """Seconds to wait before a request may go; 0 when a token is there now."""
+        self._refill(now)
+        if self._tokens >= 1.0:
+            return 0.0
+        return (1.0 - self._tokens) / (self._rate * self._factor)
+
+    def take(self, now: float) -> None:
+        self._refill(now)
+        self._tokens -= 1.0
+
+    def throttled(self) -> None:
+        """A 429: halve the rate in force."""
+        self._factor = max(self.MIN_FACTOR, self._factor / 2)
+
+    def succeeded(self) -> None:
+        self._factor = min(1.0, self._factor * 1.1)
+
+    def _refill(self, now: float) -> None:
+        elapsed = max(0.0, now - self._updated)
+        self._updated = now
+        self._tokens = min(self._capacity, self._tokens + elapsed * self._rate * self._factor)
