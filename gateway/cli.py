@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gateway.app import serve
 from gateway.client import JDCloudClient
@@ -62,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join([*describe(settings), _describe_credentials(credentials)]))
         return EXIT_OK
     try:
-        asyncio.run(_serve(settings, credentials))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_serve(settings, credentials))
     except GatewayError as exc:  # a listener, the spool: one line, exit 2
         return _refuse([str(exc)])
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
@@ -86,6 +87,17 @@ def _sink(settings: Settings, credentials: Credentials | None) -> Sink:
 async def _serve(settings: Settings, credentials: Credentials | None) -> None:
     # The sink is built inside the event loop: the HTTP client's pool belongs to it.
     await serve(settings, _sink(settings, credentials))
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when it is installed (a dependency on Linux), else asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        logger.info("event loop: asyncio (uvloop is not installed)")
+        return None
+    logger.info("event loop: uvloop")
+    return uvloop.new_event_loop
 
 
 def _describe_credentials(credentials: Credentials | None) -> str:

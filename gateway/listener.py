@@ -183,21 +183,18 @@ class DatagramListener:
     async def drain(self, *, idle: float = 0.05, limit: float = 1.0) -> None:
         """Take in datagrams already received until the socket is quiet for ``idle`` seconds
         (at most ``limit`` seconds), hand on the last batch and close the socket."""
-        stream = self._stream
-        if stream is not None:
-            deadline = self._clock.monotonic() + limit
-            while self._clock.monotonic() < deadline:
-                try:
-                    data, _ = await asyncio.wait_for(stream.recv(), idle)
-                except (TimeoutError, asyncio_dgram.TransportClosed):
-                    break
-                self._take(data)
+        # A stop can come before run() ever started: what the kernel queued is read anyway.
+        stream = self._stream or await asyncio_dgram.from_socket(self.socket)
+        deadline = self._clock.monotonic() + limit
+        while self._clock.monotonic() < deadline:
+            try:
+                data, _ = await asyncio.wait_for(stream.recv(), idle)
+            except (TimeoutError, asyncio_dgram.TransportClosed):
+                break
+            self._take(data)
         self.flush()
         path = self.socket.getsockname() if self.socket.family == socket.AF_UNIX else None
-        if stream is not None:
-            stream.close()
-        else:
-            self.socket.close()
+        stream.close()
         if path:
             with contextlib.suppress(OSError):
                 os.unlink(path)
