@@ -27,7 +27,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from gateway import window_state
-from gateway.aggregator import AddResult, Aggregator
+from gateway.aggregator import AddResult, Aggregator, AggregatorState
 from gateway.batches import Body, pack
 from gateway.clock import Clock, SystemClock
 from gateway.config import Settings
@@ -46,7 +46,7 @@ from gateway.protocol import ParsedBatch, Parser
 from gateway.rules import Limits
 from gateway.series import SeriesNamer
 from gateway.sinks import Sink
-from gateway.spool import Spool
+from gateway.spool import Spool, SpoolError
 from gateway.window import WindowSnapshot
 
 logger = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ class Gateway:
                     snapshot.start,
                     built.problems,
                 )
-            self.delivery.enqueue(bodies, snapshot.start, delay=self._state == "ready")
+            await self.delivery.enqueue(bodies, snapshot.start, delay=self._state == "ready")
             logger.info(
                 "window closed start=%d series=%d points=%d requests=%d",
                 snapshot.start,
@@ -223,7 +223,7 @@ class Gateway:
         await self._resume()
         receiving = [asyncio.create_task(listener.run()) for listener in self.listeners]
         closing = asyncio.create_task(self.close_windows(stop))
-        delivering = asyncio.create_task(self.delivery.run())
+        delivering = asyncio.create_task(self.delivery.run(stop))
         self._state = "ready"
         logger.info(
             "gateway started window=%ds endpoint=%s", self.settings.window, self.settings.endpoint
@@ -238,17 +238,8 @@ class Gateway:
                 await task
             await listener.drain()
         await closing
-        delivering.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await delivering
-        now = self.clock.time()
-        if self._spool is None:
-            await self.report(self.aggregator.close_all(now))
-        else:  # report what is due; keep the open window for the next start
-            await self.report(self.aggregator.close(now))
-            state = window_state.dump(self.aggregator.export_state())
-            await asyncio.to_thread(self._spool.save_state, state)
-            logger.info("open window saved to the spool series=%d", self.aggregator.series)
+        await delivering  # it stops after the attempt under way, if any
+        await self._close_or_save(self.clock.time())
         await self.delivery.finish(self.settings.shutdown_timeout)
         if self.health is not None:
             await self.health.stop()
@@ -256,26 +247,62 @@ class Gateway:
         if self._spool is not None:
             self._spool.close()
 
+    async def _close_or_save(self, now: float) -> None:
+        """Without a spool, report every window now; with one, save the open windows."""
+        if self._spool is None:
+            await self.report(self.aggregator.close_all(now))
+            return
+        await self.report(self.aggregator.close(now))  # what is due is reported as usual
+        try:
+            state = window_state.dump(self.aggregator.export_state())
+            await asyncio.to_thread(self._spool.save_state, state)
+        except SpoolError as exc:
+            logger.error("spool: cannot save the open window (%s); reporting it now", exc)
+            await self.report(self.aggregator.close_all(now))
+        else:
+            logger.info("open window saved to the spool series=%d", self.aggregator.series)
+
     async def _resume(self) -> None:
         """With a spool: queue the bodies and take over the windows an earlier run left."""
         if self._spool is None:
             return
-        await asyncio.to_thread(self.delivery.resume_spooled)
+        await self.delivery.resume_spooled()
         data = await asyncio.to_thread(self._spool.load_state)
+        self.delivery.count_spool(self._spool.stats_since_last())  # a corrupt state file
         if data is None:
             return
         try:
             saved = window_state.load(data)
-            self.aggregator.restore_state(saved)
         except ValueError as exc:
-            logger.error("spool: saved window not resumed: %s", exc)
+            logger.error("spool: saved window unreadable, not resumed: %s", exc)
+            self.metrics.spool_corrupt_files.inc()
         else:
+            await self._take_over(saved)
+        await asyncio.to_thread(self._spool.clear_state)
+
+    async def _take_over(self, saved: AggregatorState) -> None:
+        if saved.length == self.aggregator.length:
+            self.aggregator.restore_state(saved)
             logger.info(
                 "spool: resumed saved windows series=%d starts=%s",
                 len(saved.keys),
                 sorted(saved.windows),
             )
-        await asyncio.to_thread(self._spool.clear_state)
+            return
+        # --window changed between runs: report the saved windows at once, as they were.
+        logger.warning(
+            "spool: saved windows are %d s long, not %d s: reporting them now",
+            saved.length,
+            self.aggregator.length,
+        )
+        old = Aggregator(
+            window=saved.length,
+            grace=self.settings.window_grace,
+            gauge_ttl=self.settings.gauge_ttl,
+            now=saved.next_close,
+        )
+        old.restore_state(saved)
+        await self.report(old.close_all(max(saved.windows, default=saved.next_close)))
 
 
 def install_signal_handlers(stop: asyncio.Event) -> Callable[[], None]:

@@ -22,6 +22,7 @@ shutdown, and read back at the next start.  Sleeps go through the injected clock
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from gateway.logs import LogLimiter
 from gateway.metrics import GatewayMetrics
 from gateway.outbox import Drop, Outbox, Pending, TokenBucket
 from gateway.sinks import Action, Attempt, Sink
-from gateway.spool import Spool, SpoolError, SpoolStats
+from gateway.spool import Spool, SpoolEntry, SpoolError, SpoolStats
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +141,11 @@ class ApiSink:
 
 
 class Delivery:
-    """The sending loop over a bounded backlog, paced, with an optional spool."""
+    """The sending loop over a bounded backlog, paced, with an optional spool.
+
+    Only the event loop touches the outbox.  Spool file I/O runs in worker threads, one
+    batch at a time under ``_disk``; what it returns is applied back on the event loop.
+    """
 
     def __init__(
         self,
@@ -162,48 +167,64 @@ class Delivery:
         self._bucket = TokenBucket(per_minute, clock.monotonic())
         self._jitter = rng() * send_jitter  # one delay per process, so nodes spread out
         self._spool = spool
+        self._disk = asyncio.Lock()
         self._paused_until = 0.0
         self._failures = 0
-        self._arrived = asyncio.Event()
+        self._held = False
+        self._wake = asyncio.Event()
 
     @property
     def failing(self) -> bool:
-        return self._failures >= FAILING_AFTER
+        """Failing persistently: 3 failed attempts in a row, or refused credentials."""
+        return self._held or self._failures >= FAILING_AFTER
 
     @property
     def pending_points(self) -> int:
         return self._outbox.points
 
-    def enqueue(self, bodies: list[Body], timestamp: int, *, delay: bool = True) -> None:
+    async def enqueue(self, bodies: list[Body], timestamp: int, *, delay: bool = True) -> None:
         """Queue one window's bodies; they go after the per-process send delay."""
         ready_at = self._clock.monotonic() + (self._jitter if delay else 0.0)
+        dropped: list[Pending] = []
         for body in bodies:
-            self._drop(self._outbox.add(Pending(body, timestamp, ready_at)), Drop.BACKLOG_FULL)
+            dropped += self._outbox.add(Pending(body, timestamp, ready_at))
+        await self._drop(dropped, Drop.BACKLOG_FULL)
         self._update_gauges()
-        self._arrived.set()
+        self._wake.set()
 
-    def resume_spooled(self) -> None:
+    async def resume_spooled(self) -> None:
         """At start: queue what an earlier process left in the spool, oldest first."""
         if self._spool is None:
             return
-        entries, stats = self._spool.scan()
-        self._count_spool(stats)
+        entries, stats = await asyncio.to_thread(self._spool.scan)
+        self.count_spool(stats)
+        dropped: list[Pending] = []
         for entry in entries:
-            pending = Pending(Body(b"", entry.points), entry.timestamp, 0.0, entry)
-            self._drop(self._outbox.add(pending), Drop.BACKLOG_FULL)
+            dropped += self._outbox.add(
+                Pending(Body(b"", entry.points), entry.timestamp, 0.0, entry)
+            )
+        await self._drop(dropped, Drop.BACKLOG_FULL)
         if entries:
             logger.info("spool: resuming bodies=%d points=%d", len(entries), self._outbox.points)
         self._update_gauges()
 
-    async def run(self) -> None:
-        """Send until cancelled."""
-        while True:
+    async def run(self, stop: asyncio.Event) -> None:
+        """Send until ``stop`` is set; an attempt under way is finished first."""
+        while not stop.is_set():
             wait = await self._step(honour_jitter=True)
-            if wait is None:
-                self._arrived.clear()
-                await self._arrived.wait()
-            elif wait > 0:
-                await self._clock.sleep(wait)
+            if wait == 0:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wait_for(stop), wait)
+
+    async def _wait_for(self, stop: asyncio.Event) -> None:
+        waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     async def finish(self, timeout: float) -> None:
         """Shutdown: send what is pending (no send delay) until done or ``timeout`` passes;
@@ -211,16 +232,14 @@ class Delivery:
         deadline = self._clock.monotonic() + timeout
         while True:
             wait = await self._step(honour_jitter=False)
-            if wait is None:
-                break
-            if self._clock.monotonic() + wait >= deadline:
+            if wait is None or self._clock.monotonic() + wait >= deadline:
                 break
             if wait > 0:
                 await self._clock.sleep(wait)
         if not self._outbox.points:
             return
         if self._spool is not None:
-            self._spool_pending()
+            await self._spool_pending()
         kept = sum(item.body.points for item in self._outbox if item.spooled is not None)
         lost = self._outbox.points - kept
         if kept:
@@ -235,7 +254,7 @@ class Delivery:
 
     async def _step(self, *, honour_jitter: bool) -> float | None:
         """Attempt the oldest body if it may go now; else how long to wait (None: empty)."""
-        self._drop(self._outbox.expire(self._clock.time()), Drop.TOO_OLD)
+        await self._drop(self._outbox.expire(self._clock.time()), Drop.TOO_OLD)
         item = self._outbox.first()
         if item is None:
             self._update_gauges()
@@ -245,63 +264,87 @@ class Delivery:
         wait = max(ready - now, self._bucket.delay(now))
         if wait > 0:
             return wait
-        body = self._body(item)
-        if body is None:
-            return 0.0
-        self._bucket.take(now)
-        attempt = await self._sink.attempt(body)
+        self._outbox.in_flight = item
+        try:
+            body = await self._body(item)
+            if body is None:
+                return 0.0
+            self._bucket.take(now)
+            attempt = await self._sink.attempt(body)
+        finally:
+            self._outbox.in_flight = None
         self._record(attempt)
         if attempt.action.final:
             self._outbox.remove(item)
-            if self._spool is not None and item.spooled is not None:
-                await asyncio.to_thread(self._spool.remove, item.spooled)
+            await self._forget([item])
             if attempt.action is not Action.REJECTED:
-                self._failures = 0
+                self._failures, self._held = 0, False
                 self._bucket.succeeded()
         else:
             self._failures += 1
+            self._held = attempt.action is Action.HOLD
             self._paused_until = self._clock.monotonic() + attempt.delay
             if attempt.status == "429":
                 self._bucket.throttled()
-            if self._spool is not None:  # the API is unreachable: keep the backlog on disk
-                await asyncio.to_thread(self._spool_pending)
+            if self._spool is not None:  # the API cannot be reached now: keep the backlog on disk
+                await self._spool_pending()
         self._update_gauges()
         return 0.0
 
-    def _body(self, item: Pending) -> Body | None:
+    async def _body(self, item: Pending) -> Body | None:
         if item.body.data or item.spooled is None or self._spool is None:
             return item.body
-        data = self._spool.read(item.spooled)
+        try:
+            data = await asyncio.to_thread(self._spool.read, item.spooled)
+        except SpoolError as exc:
+            logger.error("spool: cannot read a pending body: %s", exc)
+            data = None
         if data is None:  # moved aside as corrupt by the spool, which counted it
             self._outbox.remove(item)
-            self._count_spool(self._spool.stats_since_last())
+            self.count_spool(self._spool.stats_since_last())
             return None
         return Body(data, item.body.points)
 
-    def _spool_pending(self) -> None:
+    async def _spool_pending(self) -> None:
+        """Write every pending body that is only in memory to the spool (off the loop)."""
         assert self._spool is not None
-        for item in list(self._outbox):
-            if item.spooled is None:
-                try:
-                    entry, stats = self._spool.put(
-                        item.body.data, points=item.body.points, timestamp=item.timestamp
-                    )
-                except SpoolError as exc:  # disk full or failing: keep the body in memory
-                    logger.error("spool: cannot write pending points: %s", exc)
-                    self._count_spool(self._spool.stats_since_last())
-                    return
-                self._count_spool(stats)
-                if entry is None:  # refused (counted in stats): it cannot be kept
+        spool = self._spool
+        async with self._disk:
+            todo = [item for item in self._outbox if item.spooled is None]
+            if not todo:
+                return
+            bodies = [(item.body.data, item.body.points, item.timestamp) for item in todo]
+            written, stats, error = await asyncio.to_thread(_put_all, spool, bodies)
+            if error:
+                logger.error("spool: cannot write pending points: %s", error)
+            self.count_spool(stats)
+            self.count_spool(spool.stats_since_last())
+            gone = []
+            for item, entry in zip(todo, written, strict=False):
+                if entry is None:  # refused by the spool (counted in stats): cannot be kept
                     self._outbox.remove(item)
-                    continue
-                item.spooled = entry
-                item.body = Body(b"", item.body.points)  # on disk now: free the memory
-        known = {entry.seq for entry in self._spool.entries()}
-        for item in list(self._outbox):  # entries the full spool dropped are gone for good
-            if item.spooled is not None and item.spooled.seq not in known:
-                self._outbox.remove(item)
+                elif item not in self._outbox:  # dropped while it was being written
+                    gone.append(entry)
+                else:  # still pending: keep it on disk only
+                    item.spooled = entry
+                    item.body = Body(b"", item.body.points)
+            evicted = {entry.seq for entry in stats.dropped_entries}
+            for item in list(self._outbox):  # entries the full spool dropped are gone for good
+                if item.spooled is not None and item.spooled.seq in evicted:
+                    self._outbox.remove(item)
+            if gone:
+                await asyncio.to_thread(_remove_all, spool, gone)
 
-    def _count_spool(self, stats: SpoolStats) -> None:
+    async def _forget(self, items: list[Pending]) -> None:
+        """Remove the spool files of bodies that are done with (off the loop)."""
+        entries = [item.spooled for item in items if item.spooled is not None]
+        if self._spool is not None and entries:
+            async with self._disk:
+                error = await asyncio.to_thread(_remove_all, self._spool, entries)
+            if error:
+                logger.error("spool: cannot remove delivered bodies: %s", error)
+
+    def count_spool(self, stats: SpoolStats) -> None:
         m = self._metrics
         if stats.dropped_full_points:
             m.points_dropped.labels("spool_full").inc(stats.dropped_full_points)
@@ -317,12 +360,11 @@ class Delivery:
         if attempt.rejected:
             m.points_rejected.labels("api").inc(attempt.rejected)
 
-    def _drop(self, items: list[Pending], reason: Drop) -> None:
+    async def _drop(self, items: list[Pending], reason: Drop) -> None:
         for item in items:
             self._metrics.points_dropped.labels(reason.value).inc(item.body.points)
-            if self._spool is not None and item.spooled is not None:
-                self._spool.remove(item.spooled)
             logger.warning("points dropped reason=%s count=%d", reason.value, item.body.points)
+        await self._forget(items)
 
     def _update_gauges(self) -> None:
         m = self._metrics
@@ -330,3 +372,29 @@ class Delivery:
         oldest = self._outbox.oldest_timestamp()
         m.oldest_pending_age.set(0 if oldest is None else max(0.0, self._clock.time() - oldest))
         m.request_rate_factor.set(self._bucket.factor)
+
+
+def _put_all(
+    spool: Spool, bodies: list[tuple[bytes, int, int]]
+) -> tuple[list[SpoolEntry | None], SpoolStats, str | None]:
+    """Runs in a worker thread: store each body; stops at the first disk error."""
+    written: list[SpoolEntry | None] = []
+    total = SpoolStats()
+    for data, points, timestamp in bodies:
+        try:
+            entry, stats = spool.put(data, points=points, timestamp=timestamp)
+        except SpoolError as exc:
+            return written, total, str(exc)
+        total.add(stats)
+        written.append(entry)
+    return written, total, None
+
+
+def _remove_all(spool: Spool, entries: list[SpoolEntry]) -> str | None:
+    """Runs in a worker thread: unlink delivered or dropped bodies."""
+    try:
+        for entry in entries:
+            spool.remove(entry)
+    except (SpoolError, OSError) as exc:
+        return str(exc)
+    return None

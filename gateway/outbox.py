@@ -33,9 +33,9 @@ class Drop(enum.StrEnum):
     TOO_OLD = "too_old"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Pending:
-    """One body waiting for delivery."""
+    """One body waiting for delivery; compared by identity (two bodies may be equal)."""
 
     body: Body
     timestamp: int
@@ -52,6 +52,8 @@ class Outbox:
         self._max_points = max_points
         self._max_age = max_age
         self.points = 0
+        self.in_flight: Pending | None = None
+        """The body being sent: never dropped under it, so it is counted once."""
 
     def __len__(self) -> int:
         return len(self._items)
@@ -59,25 +61,35 @@ class Outbox:
     def __iter__(self) -> Iterator[Pending]:
         return iter(self._items)
 
+    def __contains__(self, item: object) -> bool:
+        return any(pending is item for pending in self._items)
+
     def add(self, item: Pending) -> list[Pending]:
         """Queue ``item`` behind the others; returns the oldest bodies dropped to make room."""
         self._items.append(item)
         self.points += item.body.points
         dropped = []
-        while self.points > self._max_points and len(self._items) > 1:
-            dropped.append(self._pop())
+        while self.points > self._max_points:
+            victim = next(
+                (i for i in self._items if i is not self.in_flight and i is not item), None
+            )
+            if victim is None:
+                break
+            self.remove(victim)
+            dropped.append(victim)
         return dropped
 
     def expire(self, now: float) -> list[Pending]:
         """Drop bodies whose points are older than ``max_age`` at wall-clock time ``now``."""
-        dropped = []
-        while self._items and self._items[0].timestamp < now - self._max_age:
-            dropped.append(self._pop())
-        # Spooled bodies from an earlier run may sit behind newer ones.
-        stale = [item for item in self._items if item.timestamp < now - self._max_age]
+        # Spooled bodies from an earlier run may sit behind newer ones: look at all of them.
+        stale = [
+            item
+            for item in self._items
+            if item.timestamp < now - self._max_age and item is not self.in_flight
+        ]
         for item in stale:
             self.remove(item)
-        return dropped + stale
+        return stale
 
     def clear(self) -> None:
         self._items.clear()
@@ -86,17 +98,17 @@ class Outbox:
     def first(self) -> Pending | None:
         return self._items[0] if self._items else None
 
-    def remove(self, item: Pending) -> None:
-        self._items.remove(item)
+    def remove(self, item: Pending) -> bool:
+        """Take ``item`` out; False when it was no longer there."""
+        try:
+            self._items.remove(item)
+        except ValueError:
+            return False
         self.points -= item.body.points
+        return True
 
     def oldest_timestamp(self) -> int | None:
         return min((item.timestamp for item in self._items), default=None)
-
-    def _pop(self) -> Pending:
-        item = self._items.popleft()
-        self.points -= item.body.points
-        return item
 
 
 class TokenBucket:
@@ -137,4 +149,6 @@ class TokenBucket:
     def _refill(self, now: float) -> None:
         elapsed = max(0.0, now - self._updated)
         self._updated = now
-        self._tokens = min(self._capacity, self._tokens + elapsed * self._rate * self._factor)
+        rate = self._rate * self._factor
+        # The burst shrinks with the rate: after 429s, no full second's worth at once.
+        self._tokens = min(max(1.0, self._capacity * self._factor), self._tokens + elapsed * rate)

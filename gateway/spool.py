@@ -3,7 +3,7 @@
 Owns the spool directory (``--spool-dir``) and every file in it. Synchronous file I/O only
 (callers use ``asyncio.to_thread``); imports no asyncio, numpy, prometheus_client, and no
 gateway module but ``gateway.errors``. Logs file names, sizes and reasons, never a body's
-contents. Thread-safe: one lock serialises every public method. docs/spool.md has more.
+contents. Thread-safe: one lock serialises every public method. docs/delivery.md ("The spool") has more.
 
     DIR/000000000000042.body        a pending request body, named by its sequence number
     DIR/000000000000042.body.tmp    being written; one left by a crash is removed at scan
@@ -36,7 +36,7 @@ can write DIR could write a valid hash too. The header has its own CRC, so a dam
 or length is never trusted. A file is corrupt when it is shorter than a header, or has the
 wrong magic, an unknown version, a bad header CRC, a size other than 40 + body length, or a
 bad body CRC; it is moved into ``corrupt/`` and counted, with its points when the header was
-intact. ``window.state`` does not count towards ``max_bytes`` (the series limit bounds it).
+intact. ``window.state`` does not count towards ``max_bytes`` (its size follows the live series).
 """
 
 from __future__ import annotations

@@ -11,14 +11,14 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.batches import pack
+from gateway.batches import Body, pack
 from gateway.client import JDCloudClient, PointError, PutResult
 from gateway.delivery import BACKOFF_CAP, ApiSink, Delivery, backoff, decide
 from gateway.emulator import start_emulator
 from gateway.errors import DeliveryError
 from gateway.metrics import GatewayMetrics
 from gateway.signer import Credentials
-from gateway.sinks import Action
+from gateway.sinks import Action, Attempt
 from tests.clocks import FakeClock
 
 KEYS = ("AKTESTGATEWAY01", "test-secret-not-real")
@@ -115,7 +115,7 @@ def _deliver(
         settings = {"max_points": 10_000, "max_age": 7 * 86400.0, "per_minute": 1000.0,
                     "send_jitter": 0.0, **options}  # fmt: skip
         delivery = Delivery(sink, clock, GatewayMetrics(registry), rng=half, **settings)
-        delivery.enqueue(list(pack(points)), int(time.time()) // 60 * 60)
+        await delivery.enqueue(list(pack(points)), int(time.time()) // 60 * 60)
         try:
             await delivery.finish(timeout)
             stats = emulator.stats.to_json(points_stored=len(emulator.store.query()))
@@ -210,3 +210,41 @@ def test_every_attempt_is_signed_afresh() -> None:
     assert stats["points_accepted"] == 1 and len(transport.seen) == 3
     assert len({nonce for nonce, _, _ in transport.seen}) == 3
     assert len({auth for _, _, auth in transport.seen}) == 3
+
+
+class WindowArrivesMidFlight:
+    """A sink during whose attempt a new window is queued with the backlog at its bound."""
+
+    def __init__(self) -> None:
+        self.delivery: Delivery | None = None
+        self.calls = 0
+
+    async def attempt(self, body: Body) -> Attempt:
+        self.calls += 1
+        if self.calls == 1:
+            assert self.delivery is not None
+            await self.delivery.enqueue([Body(b"{3}", 50)], int(time.time()), delay=False)
+        return Attempt(Action.DELIVERED, "200", delivered=body.points)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_a_body_in_flight_is_never_dropped_under_it() -> None:
+    async def go() -> CollectorRegistry:
+        registry = CollectorRegistry()
+        sink = WindowArrivesMidFlight()
+        delivery = Delivery(
+            sink, FakeClock(start=time.time()), GatewayMetrics(registry),
+            max_points=100, max_age=1e6, per_minute=1000, send_jitter=0,
+        )  # fmt: skip
+        sink.delivery = delivery
+        await delivery.enqueue([Body(b"{1}", 50), Body(b"{2}", 50)], int(time.time()), delay=False)
+        await delivery.finish(5)
+        return registry
+
+    registry = asyncio.run(go())
+    # 150 points were queued against a bound of 100: the body in flight is delivered, the
+    # next oldest is dropped, and each point is counted exactly once.
+    assert _metric(registry, "statsd_gateway_points_sent_total") == 100
+    assert _metric(registry, "statsd_gateway_points_dropped_total", reason="backlog_full") == 50
