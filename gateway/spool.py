@@ -3,7 +3,8 @@
 Owns the spool directory (``--spool-dir``) and every file in it. Synchronous file I/O only
 (callers use ``asyncio.to_thread``); imports no asyncio, numpy, prometheus_client, and no
 gateway module but ``gateway.errors``. Logs file names, sizes and reasons, never a body's
-contents. Thread-safe: one lock serialises every public method. docs/delivery.md ("The spool") has more.
+contents. Thread-safe: one lock serialises every public method. docs/delivery.md
+("The spool") has more.
 
     DIR/000000000000042.body        a pending request body, named by its sequence number
     DIR/000000000000042.body.tmp    being written; one left by a crash is removed at scan
