@@ -76,6 +76,7 @@ class Aggregator:
         self._gauge_closed_start = np.full(self._capacity, _NONE, dtype=np.int64)
         self._windows: dict[int, Window] = {}
         self._next_close = self.window_start(now)
+        self._idle_before = self._next_close  # windows before this one with no samples: skip
 
     # --- time ------------------------------------------------------------------------------
 
@@ -240,6 +241,9 @@ class Aggregator:
                 # Nothing open and nothing held: the idle windows in between report nothing.
                 self._next_close = max(self._next_close, self.window_start(now - self.grace))
                 continue
+            if self._next_close < self._idle_before and self._next_close not in self._windows:
+                self._next_close += self.length  # no gateway ran then (a restart's gap)
+                continue
             closed.append(self._close_one(self._next_close))
             self._next_close += self.length
         return closed
@@ -333,8 +337,12 @@ class Aggregator:
             windows=windows,
         )
 
-    def restore_state(self, state: AggregatorState) -> None:
-        """Take over a saved state; windows whose grace has passed close at the next close()."""
+    def restore_state(self, state: AggregatorState, now: float) -> None:
+        """Take over a saved state; windows whose grace has passed close at the next close().
+
+        Windows between the saved ones and ``now`` had no gateway running: they are skipped
+        rather than reported with held gauges.
+        """
         if state.length != self.length:
             raise ValueError(f"saved windows are {state.length} s long, not {self.length} s")
         n = len(state.keys)
@@ -365,3 +373,4 @@ class Aggregator:
             window.sets = {i: set(members) for i, members in sets.items()}
             self._windows[start] = window
         self._next_close = min(state.next_close, self._next_close)
+        self._idle_before = self.window_start(now)

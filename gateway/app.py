@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import signal
 import socket
 from collections.abc import Callable
@@ -97,7 +98,8 @@ class Gateway:
             max_points=settings.max_pending_points,
             max_age=settings.max_point_age,
             per_minute=settings.max_requests_per_minute,
-            send_jitter=settings.send_jitter,
+            # The delay shares an account's API quota across nodes; stdout has none.
+            send_jitter=0.0 if settings.endpoint == "stdout" else settings.send_jitter,
             spool=self._spool,
         )
         self._state = "starting"
@@ -150,7 +152,10 @@ class Gateway:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), min(delay, 1.0))
                 continue
-            await self.report(self.aggregator.close(self.clock.time()))
+            try:
+                await self.report(self.aggregator.close(self.clock.time()))
+            except Exception:  # a bug must not stop windows from closing: log it, go on
+                logger.exception("reporting a closed window failed")
 
     async def report(self, snapshots: list[WindowSnapshot]) -> None:
         for snapshot in snapshots:
@@ -221,6 +226,8 @@ class Gateway:
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then shut down as CONTRACT 7 says."""
         await self._resume()
+        for listener in self.listeners:
+            await listener.open()
         receiving = [asyncio.create_task(listener.run()) for listener in self.listeners]
         closing = asyncio.create_task(self.close_windows(stop))
         delivering = asyncio.create_task(self.delivery.run(stop))
@@ -237,8 +244,9 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await listener.drain()
+        self.delivery.begin_shutdown(self.settings.shutdown_timeout)
         await closing
-        await delivering  # it stops after the attempt under way, if any
+        await delivering  # it stops after the attempt under way, cut short at the deadline
         await self._close_or_save(self.clock.time())
         await self.delivery.finish(self.settings.shutdown_timeout)
         if self.health is not None:
@@ -253,8 +261,11 @@ class Gateway:
             await self.report(self.aggregator.close_all(now))
             return
         await self.report(self.aggregator.close(now))  # what is due is reported as usual
+        saved = self.aggregator.export_state()
+        if not saved.windows and not saved.gauge_live.any():
+            return  # nothing open, nothing held: no state to keep
         try:
-            state = window_state.dump(self.aggregator.export_state())
+            state = window_state.dump(saved)
             await asyncio.to_thread(self._spool.save_state, state)
         except SpoolError as exc:
             logger.error("spool: cannot save the open window (%s); reporting it now", exc)
@@ -282,7 +293,7 @@ class Gateway:
 
     async def _take_over(self, saved: AggregatorState) -> None:
         if saved.length == self.aggregator.length:
-            self.aggregator.restore_state(saved)
+            self.aggregator.restore_state(saved, self.clock.time())
             logger.info(
                 "spool: resumed saved windows series=%d starts=%s",
                 len(saved.keys),
@@ -301,14 +312,25 @@ class Gateway:
             gauge_ttl=self.settings.gauge_ttl,
             now=saved.next_close,
         )
-        old.restore_state(saved)
+        old.restore_state(saved, saved.next_close)
         await self.report(old.close_all(max(saved.windows, default=saved.next_close)))
 
 
 def install_signal_handlers(stop: asyncio.Event) -> Callable[[], None]:
+    """The first SIGTERM/SIGINT starts a clean stop; a second one ends the process at once."""
     loop = asyncio.get_running_loop()
+
+    def second() -> None:
+        logger.error("second signal: exiting at once, without delivering what is pending")
+        os._exit(1)
+
+    def first() -> None:
+        stop.set()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, second)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, first)
 
     def remove() -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -58,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _refuse([str(exc)])
     if credentials is None and not to_stdout:
         return _refuse([_NO_CREDENTIALS.format(endpoint=settings.endpoint)])
+    if settings.spool_dir and (problem := _spool_problem(settings.spool_dir)):
+        return _refuse([problem])
     if loaded.check_config:
         print("\n".join([*describe(settings), _describe_credentials(credentials)]))
         return EXIT_OK
@@ -87,6 +89,18 @@ def _sink(settings: Settings, credentials: Credentials | None) -> Sink:
 async def _serve(settings: Settings, credentials: Credentials | None) -> None:
     # The sink is built inside the event loop: the HTTP client's pool belongs to it.
     await serve(settings, _sink(settings, credentials))
+
+
+def _spool_problem(directory: str) -> str | None:
+    """--check-config and the start agree: the spool folder must exist or be creatable,
+    and be writable."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        return f"--spool-dir {directory}: cannot create it: {exc.strerror or exc}"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"--spool-dir {directory}: not writable by this user"
+    return None
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -158,7 +158,7 @@ class JDCloudClient:
             response = await self._http.post(self.endpoint, content=body)
         except httpx.TimeoutException as exc:
             raise DeliveryError(f"timeout: {type(exc).__name__}", retryable=True) from None
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:  # connection, protocol, decoding: no usable answer
             raise DeliveryError(
                 f"connection error: {type(exc).__name__}: {exc}", retryable=True
             ) from None

@@ -172,6 +172,13 @@ class Delivery:
         self._failures = 0
         self._held = False
         self._wake = asyncio.Event()
+        self._deadline: float | None = None
+        self._stopping = asyncio.Event()
+
+    def begin_shutdown(self, timeout: float) -> None:
+        """From now on every attempt, the one under way included, ends by the deadline."""
+        self._deadline = self._clock.monotonic() + timeout
+        self._stopping.set()
 
     @property
     def failing(self) -> bool:
@@ -211,7 +218,12 @@ class Delivery:
     async def run(self, stop: asyncio.Event) -> None:
         """Send until ``stop`` is set; an attempt under way is finished first."""
         while not stop.is_set():
-            wait = await self._step(honour_jitter=True)
+            try:
+                wait = await self._step(honour_jitter=True)
+            except Exception:  # a bug must not stop delivery for good: log it, go on
+                logger.exception("delivery step failed; retrying in 1 s")
+                self._failures += 1
+                wait = 1.0
             if wait == 0:
                 continue
             self._wake.clear()
@@ -229,7 +241,10 @@ class Delivery:
     async def finish(self, timeout: float) -> None:
         """Shutdown: send what is pending (no send delay) until done or ``timeout`` passes;
         then spool what is left, or log it as lost."""
-        deadline = self._clock.monotonic() + timeout
+        if self._deadline is None:
+            self.begin_shutdown(timeout)
+        deadline = self._deadline
+        assert deadline is not None
         while True:
             wait = await self._step(honour_jitter=False)
             if wait is None or self._clock.monotonic() + wait >= deadline:
@@ -270,7 +285,7 @@ class Delivery:
             if body is None:
                 return 0.0
             self._bucket.take(now)
-            attempt = await self._sink.attempt(body)
+            attempt = await self._bounded_attempt(body)
         finally:
             self._outbox.in_flight = None
         self._record(attempt)
@@ -290,6 +305,25 @@ class Delivery:
                 await self._spool_pending()
         self._update_gauges()
         return 0.0
+
+    async def _bounded_attempt(self, body: Body) -> Attempt:
+        """One attempt; once shutdown has begun it is cut short at the deadline and counts
+        as not delivered (it may have reached the API: then it is sent again, same values)."""
+        task = asyncio.ensure_future(self._sink.attempt(body))
+        if self._deadline is None:
+            stopping = asyncio.ensure_future(self._stopping.wait())
+            try:
+                await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+            if task.done():
+                return task.result()
+        assert self._deadline is not None
+        try:
+            return await asyncio.wait_for(task, max(0.0, self._deadline - self._clock.monotonic()))
+        except TimeoutError:
+            logger.warning("shutdown deadline reached during a request; it is kept as pending")
+            return Attempt(Action.RETRY, "error", delay=0.0)
 
     async def _body(self, item: Pending) -> Body | None:
         if item.body.data or item.spooled is None or self._spool is None:
@@ -361,9 +395,11 @@ class Delivery:
             m.points_rejected.labels("api").inc(attempt.rejected)
 
     async def _drop(self, items: list[Pending], reason: Drop) -> None:
-        for item in items:
-            self._metrics.points_dropped.labels(reason.value).inc(item.body.points)
-            logger.warning("points dropped reason=%s count=%d", reason.value, item.body.points)
+        if not items:
+            return
+        points = sum(item.body.points for item in items)
+        self._metrics.points_dropped.labels(reason.value).inc(points)
+        logger.warning("points dropped reason=%s count=%d", reason.value, points)
         await self._forget(items)
 
     def _update_gauges(self) -> None:

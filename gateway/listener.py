@@ -169,9 +169,19 @@ class DatagramListener:
             return bound
         return f"{bound[0]}:{bound[1]}"
 
+    async def open(self) -> None:
+        """Attach the socket to the event loop; from now on datagrams queue up for ``run``.
+
+        Done at start-up, outside the receiving task, so that a stop can never cancel it
+        halfway (the loop would hold the socket while no stream refers to it).
+        """
+        if self._stream is None:
+            self._stream = await asyncio_dgram.from_socket(self.socket)
+
     async def run(self) -> None:
         """Receive until cancelled; call ``drain`` afterwards to take in what is queued."""
-        self._stream = stream = await asyncio_dgram.from_socket(self.socket)
+        stream = self._stream
+        assert stream is not None, "open() first"
         flusher = asyncio.create_task(self._flush_periodically())
         try:
             while True:
@@ -183,8 +193,9 @@ class DatagramListener:
     async def drain(self, *, idle: float = 0.05, limit: float = 1.0) -> None:
         """Take in datagrams already received until the socket is quiet for ``idle`` seconds
         (at most ``limit`` seconds), hand on the last batch and close the socket."""
-        # A stop can come before run() ever started: what the kernel queued is read anyway.
-        stream = self._stream or await asyncio_dgram.from_socket(self.socket)
+        await self.open()  # a no-op unless the stop came before start-up finished
+        stream = self._stream
+        assert stream is not None
         deadline = self._clock.monotonic() + limit
         while self._clock.monotonic() < deadline:
             try:

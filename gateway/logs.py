@@ -33,7 +33,9 @@ def setup_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("aiohttp").setLevel(max(logging.WARNING, root.level))
+    # Each request is logged by the gateway with its outcome; httpx's own line repeats it.
+    for name in ("aiohttp", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 
 class LogLimiter:

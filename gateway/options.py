@@ -333,7 +333,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_point_age", "SECONDS", "604800", "points older than this are dropped and "
            "counted (the API refuses them)", number(above=0), _N, show_number),
     Option("send_jitter", "SECONDS", "10", "each process waits a random share of this after "
-           "a window closes before sending it", number(at_least=0), _N, show_number),
+           "a window closes before sending it (not with --endpoint stdout)",
+           number(at_least=0), _N, show_number),
     Option("max_requests_per_minute", "N", "1000", "request pace; JD Cloud limits calls per "
            "account", number(above=0), _N, show_number),
     Option("spool_dir", "DIR", "", "keep undelivered points and the open window on disk "

@@ -10,6 +10,7 @@ No numpy.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import sys
 from dataclasses import dataclass
@@ -57,9 +58,13 @@ class StdoutSink:
         self._stream = stream if stream is not None else sys.stdout.buffer
 
     async def attempt(self, body: Body) -> Attempt:
-        self._stream.write(body.data + b"\n")
-        self._stream.flush()
+        try:
+            self._stream.write(body.data + b"\n")
+            self._stream.flush()
+        except OSError:  # a closed pipe: keep the body, as for an unreachable API
+            return Attempt(Action.RETRY, "error", delay=1.0)
         return Attempt(Action.DELIVERED, "stdout", delivered=body.points)
 
     async def aclose(self) -> None:
-        self._stream.flush()
+        with contextlib.suppress(OSError):
+            self._stream.flush()

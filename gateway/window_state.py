@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -81,5 +82,5 @@ def load(data: bytes) -> AggregatorState:
                 gauge_closed_start=archive["gauge_closed_start"],
                 windows=windows,
             )
-    except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
+    except (OSError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as exc:
         raise ValueError(f"unreadable window state: {exc}") from None

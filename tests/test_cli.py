@@ -116,3 +116,12 @@ def test_check_config_masks_the_access_key(tmp_path: Path) -> None:
     assert "AKID****" in done.stdout
     assert "SECRETISH1234" not in done.stdout + done.stderr
     assert "topsecretvalue99" not in done.stdout + done.stderr
+
+
+def test_check_config_refuses_a_spool_dir_it_cannot_create() -> None:
+    done = run_cli("--check-config", "--endpoint", "stdout", "--spool-dir", "/proc/no-such/spool")
+    assert done.returncode == 2
+    assert _problems(done.stderr) == [
+        "statsd-gateway: --spool-dir /proc/no-such/spool: cannot create it: "
+        "No such file or directory"
+    ]

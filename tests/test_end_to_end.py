@@ -140,7 +140,7 @@ def test_stop_reports_the_open_window_at_once(sig: int) -> None:
     gw = _start("--window", "3600")
     gw.send(b"shutdown.count:5|c\nshutdown.gauge:7|g")
     code = gw.stop(sig)
-    assert code == 0
+    assert code == 0, "\n".join(gw.stderr)
     points = {p["metric"]: p for p in gw.points()}
     assert points["shutdown.count"]["values"]["sum"] == 5  # type: ignore[index]
     assert points["shutdown.gauge"]["values"]["last"] == 7  # type: ignore[index]

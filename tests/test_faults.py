@@ -227,3 +227,28 @@ def test_sigkill_keeps_what_was_spooled(emulator: EmulatorProcess, tmp_path: Pat
     finally:
         assert after.stop() == 0
     assert counter_sums(accepted(emulator)) == {"killed.count": 9}
+
+
+def test_shutdown_deadline_cuts_a_slow_request_short(emulator: EmulatorProcess) -> None:
+    faults(emulator, {"latency": 30, "latency_count": 0})
+    gw = gateway(emulator, "--window", "1", "--request-timeout", "60", "--shutdown-timeout", "2")
+    gw.send(b"slow.count:1|c")
+    wait_until(lambda: pending(gw) >= 1, 10, "the body to be queued")
+    time.sleep(0.5)  # the request is now waiting on the emulator
+    started = time.monotonic()
+    assert gw.stop() == 0
+    assert time.monotonic() - started < 10, "stop took far longer than --shutdown-timeout"
+    assert any("shutdown timeout: points not delivered count=1" in line for line in gw.stderr)
+
+
+def test_a_second_signal_ends_a_long_stop_at_once(emulator: EmulatorProcess) -> None:
+    faults(emulator, {"status": 503, "status_count": 0})
+    gw = gateway(emulator, "--window", "1", "--shutdown-timeout", "120")
+    gw.send(b"stuck.count:1|c")
+    wait_until(lambda: 'statsd_gateway_requests_total{status="503"}' in metrics(gw), 10, "a 503")
+    gw.proc.send_signal(signal.SIGTERM)
+    gw.wait_for(re.compile("stopping: draining intake"), 10)
+    started = time.monotonic()
+    assert gw.stop(signal.SIGINT) == 1
+    assert time.monotonic() - started < 10
+    assert any("second signal" in line for line in gw.stderr)

@@ -75,6 +75,12 @@ class _Handlers:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             body, too_large = b"", True
+        except ConnectionError:  # the client gave up (e.g. its time-out during the latency)
+            self.stats.count_request("client_gone")
+            logger.info(
+                "putMetricData %s: client disconnected before its body was read", request.path
+            )
+            return web.Response(status=499)
         if decision.drop:
             self.stats.count_request("dropped")
             self.stats.connections_dropped += 1
