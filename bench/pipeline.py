@@ -17,8 +17,8 @@ import time
 
 from gateway.aggregator import Aggregator
 from gateway.batches import pack
+from gateway.parser import Parser
 from gateway.points import PointBuilder
-from gateway.protocol import Parser
 from gateway.series import SeriesNamer
 
 NOW = 1_800_000_000.0

@@ -22,7 +22,8 @@ from itertools import repeat
 import numpy as np
 import numpy.typing as npt
 
-from gateway.protocol import NO_TIMESTAMP, Kind, Op, ParsedBatch, SeriesKey
+from gateway.parser import NO_TIMESTAMP, ParsedBatch
+from gateway.protocol import Kind, Op, SeriesKey
 from gateway.window import Floats, Indices, Window, WindowSnapshot
 
 _NONE = -1

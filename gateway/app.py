@@ -42,8 +42,8 @@ from gateway.listener import (
     open_unix_socket,
 )
 from gateway.metrics import GatewayMetrics
+from gateway.parser import ParsedBatch, Parser
 from gateway.points import BuildResult, PointBuilder
-from gateway.protocol import ParsedBatch, Parser
 from gateway.rules import Limits
 from gateway.series import SeriesNamer
 from gateway.sinks import Sink

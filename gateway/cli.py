@@ -21,11 +21,10 @@ from gateway.client import JDCloudClient
 from gateway.clock import SystemClock
 from gateway.config import ConfigError, Settings, describe, load_config
 from gateway.credentials import CredentialsError, load_credentials, masked
-from gateway.delivery import ApiSink
 from gateway.errors import GatewayError
 from gateway.logs import setup_logging
 from gateway.signer import Credentials
-from gateway.sinks import Sink, StdoutSink
+from gateway.sinks import ApiSink, Sink, StdoutSink
 
 logger = logging.getLogger("gateway")
 

@@ -1,22 +1,11 @@
-"""Delivery to the API (CONTRACT 6): a small pure policy, the JD Cloud sink, and the loop.
+"""The delivery loop (CONTRACT 6): a bounded backlog, paced, with an optional spool.
 
-``decide`` maps one attempt's outcome to what happens next:
-
-    200, success                    DELIVERED
-    400 (or 200) with point errors  PARTIAL: those points refused for good, the rest delivered
-    400 without point errors        REJECTED: the whole request refused for good
-    any other status                REJECTED (404, 413, 501, ...: retrying cannot help)
-    408 429 500 502 503 504,
-    time-out, connection error      RETRY after full-jitter backoff (1 s doubling to 60 s),
-                                    never sooner than Retry-After
-    401 403                         HOLD: keep the points, retry at the slowest pace (60 s)
-
-``ApiSink`` makes one signed attempt and applies ``decide``.  ``Delivery`` is the loop: it
-keeps the bounded ``Outbox``, sends the oldest body when its send delay, the pause after a
-failure and the token bucket all allow, and never gives up on a body that can still be
-delivered; what it drops (backlog full, too old, corrupt spool file) is counted by reason.
-With a spool, pending bodies are written to disk while the API is unreachable and on
-shutdown, and read back at the next start.  Sleeps go through the injected clock.
+``Delivery`` keeps the ``Outbox`` and sends the oldest body when its send delay, the pause
+after a failure (``gateway.policy``) and the token bucket all allow.  It never gives up on a
+body that can still be delivered; what it drops (backlog full, too old, spool full or
+corrupt, or left at shutdown without a spool) is counted by reason.  With a spool, pending
+bodies are written to disk after a failed attempt and at shutdown, and read back at the next
+start.  Sleeps go through the injected clock.
 """
 
 from __future__ import annotations
@@ -28,116 +17,17 @@ import random
 from collections.abc import Callable
 
 from gateway.batches import Body
-from gateway.client import JDCloudClient, PutResult
 from gateway.clock import Clock
-from gateway.errors import DeliveryError
-from gateway.logs import LogLimiter
 from gateway.metrics import GatewayMetrics
 from gateway.outbox import Drop, Outbox, Pending, TokenBucket
-from gateway.sinks import Action, Attempt, Sink
+from gateway.policy import Action
+from gateway.sinks import Attempt, Sink
 from gateway.spool import Spool, SpoolEntry, SpoolError, SpoolStats
 
 logger = logging.getLogger(__name__)
 
-BACKOFF_BASE = 1.0
-BACKOFF_CAP = 60.0
 FAILING_AFTER = 3
 """Consecutive failed attempts after which ``/readyz`` reports delivery as failing."""
-
-
-def backoff(attempt: int, rng: Callable[[], float]) -> float:
-    """Full jitter: uniform in [0, min(cap, base * 2**attempt)); ``attempt`` counts from 0."""
-    return rng() * min(BACKOFF_CAP, BACKOFF_BASE * 2.0 ** min(attempt, 32))
-
-
-def decide(
-    outcome: PutResult | DeliveryError, attempt: int, rng: Callable[[], float]
-) -> tuple[Action, float]:
-    """What to do after one attempt, and how long to wait first (RETRY and HOLD)."""
-    if isinstance(outcome, DeliveryError):
-        return Action.RETRY, backoff(attempt, rng)
-    status = outcome.status
-    if status == 200 and outcome.success:
-        return Action.DELIVERED, 0.0
-    if status in (200, 400) and outcome.rejected:
-        return Action.PARTIAL, 0.0
-    if status in (401, 403):
-        return Action.HOLD, BACKOFF_CAP
-    if outcome.retryable:
-        return Action.RETRY, max(backoff(attempt, rng), outcome.retry_after or 0.0)
-    return Action.REJECTED, 0.0
-
-
-class ApiSink:
-    """One signed putMetricData attempt per call, judged by ``decide``."""
-
-    def __init__(
-        self, client: JDCloudClient, clock: Clock, *, rng: Callable[[], float] = random.random
-    ) -> None:
-        self._client = client
-        self._clock = clock
-        self._rng = rng
-        self._streak = 0
-        self._log_rejects = LogLimiter(clock, per_minute=10)
-
-    async def attempt(self, body: Body) -> Attempt:
-        started = self._clock.monotonic()
-        try:
-            outcome: PutResult | DeliveryError = await self._client.put(body.data)
-        except DeliveryError as exc:
-            outcome = exc
-        seconds = self._clock.monotonic() - started
-        action, delay = decide(outcome, self._streak, self._rng)
-        self._streak = 0 if action.final else self._streak + 1
-        if isinstance(outcome, DeliveryError):
-            logger.warning("putMetricData failed: %s; retrying in %.1fs", outcome, delay)
-            return Attempt(action, "error", seconds, delay)
-        status = str(outcome.status)
-        if action is Action.DELIVERED:
-            return Attempt(
-                action, status, seconds, delivered=body.points, request_id=outcome.request_id
-            )
-        if action is Action.PARTIAL:
-            return self._partial(body, outcome, seconds)
-        if action is Action.REJECTED:
-            logger.error(
-                "putMetricData refused the whole request points=%d %s",
-                body.points,
-                outcome.describe(),
-            )
-            return Attempt(
-                action, status, seconds, rejected=body.points, request_id=outcome.request_id
-            )
-        hold = action is Action.HOLD
-        (logger.error if hold else logger.warning)(
-            "putMetricData %s; retrying in %.1fs%s",
-            outcome.describe(),
-            delay,
-            " (check JDCLOUD_ACCESS_KEY / JDCLOUD_SECRET_KEY; points are kept)" if hold else "",
-        )
-        return Attempt(action, status, seconds, delay, request_id=outcome.request_id)
-
-    def _partial(self, body: Body, outcome: PutResult, seconds: float) -> Attempt:
-        refused = min(len(outcome.rejected), body.points)
-        for error in outcome.rejected:
-            if self._log_rejects.allow():
-                logger.warning(
-                    "point refused by the API requestId=%s errDetail=%r point=%s",
-                    outcome.request_id or "-",
-                    error.detail,
-                    error.point[:300],
-                )
-        return Attempt(
-            Action.PARTIAL,
-            str(outcome.status),
-            seconds,
-            delivered=body.points - refused,
-            rejected=refused,
-            request_id=outcome.request_id,
-        )
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
 
 
 class Delivery:

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from gateway.aggregator import Aggregator
-from gateway.protocol import Kind, Parser
+from gateway.parser import Parser
+from gateway.protocol import Kind
 from gateway.series import SeriesNamer
 
 W = 60

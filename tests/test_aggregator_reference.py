@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from reference import ReferenceAggregator, RefSnapshot, samples_of
 
 from gateway.aggregator import Aggregator
-from gateway.protocol import Kind, Parser
+from gateway.parser import Parser
+from gateway.protocol import Kind
 from gateway.series import SeriesNamer
 from gateway.window import Stats, WindowSnapshot
 

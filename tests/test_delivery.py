@@ -13,12 +13,13 @@ from prometheus_client import CollectorRegistry
 
 from gateway.batches import Body, pack
 from gateway.client import JDCloudClient, PointError, PutResult
-from gateway.delivery import BACKOFF_CAP, ApiSink, Delivery, backoff, decide
+from gateway.delivery import Delivery
 from gateway.emulator import start_emulator
 from gateway.errors import DeliveryError
 from gateway.metrics import GatewayMetrics
+from gateway.policy import BACKOFF_CAP, Action, backoff, decide
 from gateway.signer import Credentials
-from gateway.sinks import Action, Attempt
+from gateway.sinks import ApiSink, Attempt
 from tests.clocks import FakeClock
 
 KEYS = ("AKTESTGATEWAY01", "test-secret-not-real")

@@ -11,14 +11,12 @@ from collections import Counter
 
 import pytest
 
+from gateway.parser import NO_TIMESTAMP, ParsedBatch, Parser
 from gateway.protocol import (
     FAR_FUTURE,
-    NO_TIMESTAMP,
     Ignored,
     Kind,
     Op,
-    ParsedBatch,
-    Parser,
     Reject,
     Sample,
     parse_line,

@@ -19,7 +19,8 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.protocol import NO_TIMESTAMP, Ignored, Op, ParsedBatch, Parser, Reject, parse_line
+from gateway.parser import NO_TIMESTAMP, ParsedBatch, Parser
+from gateway.protocol import Ignored, Op, Reject, parse_line
 from gateway.series import SeriesNamer
 
 PROPERTY = settings(

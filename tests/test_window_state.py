@@ -9,9 +9,10 @@ import pytest
 from gateway import window_state
 from gateway.aggregator import Aggregator
 from gateway.batches import Body
-from gateway.protocol import Parser
+from gateway.parser import Parser
+from gateway.policy import Action
 from gateway.series import SeriesNamer
-from gateway.sinks import Action, StdoutSink
+from gateway.sinks import StdoutSink
 
 W = 60
 T0 = 1_800_000_000 // W * W  # a window start
