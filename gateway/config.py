@@ -265,11 +265,20 @@ def _dimensions(
     hostname: str | None,
     problems: list[str],
 ) -> tuple[tuple[str, str], ...]:
-    """The static dimensions: the given ones, else ``host=`` NODE_NAME or the hostname."""
+    """The static dimensions: ``host=`` NODE_NAME or the hostname (sanitised), first, then
+    the given ones; giving ``host`` yourself replaces the default one.
+
+    The host dimension is kept when others are added (as Telegraf's global tags and
+    DogStatsD's tags do): without it, the gateways of several nodes would write the same
+    series and overwrite each other's points at the API.
+    """
     option = BY_NAME["dimension"]
+    node = environ.get("NODE_NAME") or hostname or socket.gethostname()
+    default = f"host={sanitize(node.encode(errors='replace'))}"
     if raw is None:
-        node = environ.get("NODE_NAME") or hostname or socket.gethostname()
-        raw = _Raw("--dimension (default)", (f"host={sanitize(node.encode(errors='replace'))}",))
+        raw = _Raw("--dimension (default)", (default,))
+    elif not any(item.partition("=")[0] == "host" for item in raw.items):
+        raw = _Raw(raw.label, (default, *raw.items))
     pairs: list[tuple[str, str]] = []
     for item in raw.items:
         try:
@@ -281,8 +290,6 @@ def _dimensions(
             problems.append(f"{raw.label}: duplicate key {key!r}")
         else:
             pairs.append((key, value))
-    if not raw.items:
-        problems.append(f"{raw.label}: at least one dimension is required")
     limit, byte_limit = values.get("max_dimensions"), values.get("max_dimension_bytes")
     if limit is not None and len(pairs) > limit:
         problems.append(

@@ -307,8 +307,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("region", "REGION", DEFAULT_REGION, "JD Cloud region", parse_region),
     Option("namespace", "NAME", "statsd", "the API namespace of every point", parse_namespace),
     Option("dimension", "KEY=VALUE", "host=$NODE_NAME, else the hostname",
-           "static dimension, repeatable; replaces the default entirely (environment: "
-           "k=v,k2=v2)", parse_dimension, TomlType.PAIRS, show_dimensions, repeatable=True,
+           "static dimension, repeatable; added after the default host dimension, which a "
+           "given host=... replaces (environment: k=v,k2=v2)", parse_dimension, TomlType.PAIRS, show_dimensions, repeatable=True,
            attr="dimensions"),
     Option("max_dimensions", "N", "5", "most dimensions on one point",
            int_in(1, 64), _I),

@@ -92,7 +92,7 @@ def test_shipped_sample_config_passes_check_config() -> None:
         "--config", "deploy/statsd-gateway.toml", "--check-config", "--endpoint", "stdout"
     )
     assert done.returncode == 0, done.stderr
-    assert "dimension = host=node1" in done.stdout
+    assert "dimension = host=" in done.stdout and ",env=prod" in done.stdout
 
 
 def test_jd_endpoint_without_credentials_fails_check_config(tmp_path: Path) -> None:

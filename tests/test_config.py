@@ -102,12 +102,12 @@ def test_table_default_matches_settings_default(option: Option) -> None:
         ),
         pytest.param(
             ["--dimension", "a=1", "--dimension", "b=2"], {"GATEWAY_DIMENSION": "c=3"},
-            'dimension = ["d=4"]', "dimensions", (("a", "1"), ("b", "2")),
+            'dimension = ["d=4"]', "dimensions", (("host", "test_host"), ("a", "1"), ("b", "2")),
             id="dimensions-flag-replace",
         ),
         pytest.param(
             [], {"GATEWAY_DIMENSION": "c=3, e=5"}, 'dimension = ["d=4"]', "dimensions",
-            (("c", "3"), ("e", "5")), id="dimensions-env-comma",
+            (("host", "test_host"), ("c", "3"), ("e", "5")), id="dimensions-env-comma",
         ),
         pytest.param(
             [], {}, 'dimension = ["d=4", "host=x"]', "dimensions", (("d", "4"), ("host", "x")),
@@ -242,12 +242,9 @@ MISSING = "/nonexistent/gateway.toml"
                      "GATEWAY_DIMENSION: must be KEY=VALUE, got ''", id="dimension-empty-item"),
         pytest.param(["--dimension", "a=1", "--dimension", "a=2"], {}, None,
                      "--dimension: duplicate key 'a'", id="dimension-duplicate"),
-        pytest.param([], {}, "dimension = []",
-                     "config file {path}: dimension: at least one dimension is required",
-                     id="dimension-none"),
         pytest.param(["--max-dimensions", "2", "--dimension", "a=1", "--dimension", "b=2",
                       "--dimension", "c=3"], {}, None,
-                     "--dimension: 3 static dimensions, over --max-dimensions (2)",
+                     "--dimension: 4 static dimensions, over --max-dimensions (2)",
                      id="too-many-dimensions"),
         pytest.param(["--max-dimension-bytes", "10", "--dimension", "host=abcdefg"], {}, None,
                      "--dimension: static dimensions take 11 bytes, over --max-dimension-bytes "
@@ -322,9 +319,18 @@ def test_default_host_dimension(
     assert settings.dimensions == (("host", expected),)
 
 
-def test_given_dimensions_replace_the_default(tmp_path: Path) -> None:
-    settings = load(tmp_path, ["--dimension", "env=prod"], {"NODE_NAME": "n1"}).settings
-    assert settings.dimensions == (("env", "prod"),)
+def test_given_dimensions_add_to_the_host_dimension(tmp_path: Path) -> None:
+    settings = load(tmp_path, ["--dimension", "env=prod"], {"NODE_NAME": "node-1"}).settings
+    assert settings.dimensions == (("host", "node_1"), ("env", "prod"))
+
+
+def test_a_given_host_replaces_the_default_one(tmp_path: Path) -> None:
+    settings = load(tmp_path, ["--dimension", "env=prod", "--dimension", "host=web1"]).settings
+    assert settings.dimensions == (("env", "prod"), ("host", "web1"))
+
+
+def test_no_dimensions_given_still_has_the_host(tmp_path: Path) -> None:
+    assert load(tmp_path, toml="dimension = []").settings.dimensions == (("host", "test_host"),)
 
 
 @pytest.mark.parametrize(
