@@ -308,8 +308,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("namespace", "NAME", "statsd", "the API namespace of every point", parse_namespace),
     Option("dimension", "KEY=VALUE", "host=$NODE_NAME, else the hostname",
            "static dimension, repeatable; added after the default host dimension, which a "
-           "given host=... replaces (environment: k=v,k2=v2)", parse_dimension, TomlType.PAIRS, show_dimensions, repeatable=True,
-           attr="dimensions"),
+           "given host=... replaces (environment: k=v,k2=v2)", parse_dimension, TomlType.PAIRS,
+           show_dimensions, repeatable=True, attr="dimensions"),
     Option("max_dimensions", "N", "5", "most dimensions on one point",
            int_in(1, 64), _I),
     Option("max_dimension_bytes", "BYTES", "255",
