@@ -16,14 +16,15 @@ No I/O, no clock reads, no logging; only this module and ``gateway.window`` impo
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
-from itertools import repeat
 
 import numpy as np
 import numpy.typing as npt
 
 from gateway.parser import NO_TIMESTAMP, ParsedBatch
 from gateway.protocol import Kind, Op, SeriesKey
+from gateway.series_index import SeriesIndex
 from gateway.window import Floats, Indices, Window, WindowSnapshot
 
 _NONE = -1
@@ -40,7 +41,8 @@ class AggregatorState:
 
     length: int
     next_close: int
-    keys: list[SeriesKey]
+    keys: list[SeriesKey | None]
+    """Per slot; None for a free slot."""
     kinds: npt.NDArray[np.int8]
     gauges: Floats
     gauge_live: npt.NDArray[np.bool_]
@@ -55,19 +57,29 @@ class AddResult:
     samples: dict[Kind, int] = field(default_factory=dict)
     late: int = 0
     conflicts: int = 0
+    over_budget: int = 0
+    """Samples of new series refused because ``max_series`` series are in use."""
     new_series: int = 0
 
 
 class Aggregator:
-    def __init__(self, *, window: int, grace: float, gauge_ttl: float, now: float) -> None:
+    def __init__(
+        self,
+        *,
+        window: int,
+        grace: float,
+        gauge_ttl: float,
+        now: float,
+        max_series: int | None = None,
+    ) -> None:
         if window < 1 or grace < 0:
             raise ValueError("window must be at least 1 s and grace at least 0")
         self.length = window
         self.grace = grace
         self.gauge_ttl = gauge_ttl
-        self._index: dict[SeriesKey, int] = {}
-        self._keys: list[SeriesKey] = []
+        self._series = SeriesIndex(max_series)
         self._capacity = 1024
+        self._in_use = np.zeros(self._capacity, dtype=bool)
         self._kind = np.full(self._capacity, _NONE, dtype=np.int8)
         # A gauge's running value (what the next delta adjusts), and its value as of the end
         # of the last closed window that updated it, with that window's start.
@@ -90,12 +102,21 @@ class Aggregator:
 
     @property
     def series(self) -> int:
-        """Series with an index (live or idle)."""
-        return len(self._keys)
+        """Series holding a slot (live, or idle until the next window closes)."""
+        return len(self._series)
+
+    @property
+    def slots(self) -> int:
+        """Rows allocated in the columns: the high-water mark of series held at once."""
+        return self._series.slots
 
     @property
     def live_series(self) -> int:
-        return int(np.count_nonzero(self._kind[: len(self._keys)] != _NONE))
+        return int(np.count_nonzero(self._kind[: self._series.slots] != _NONE))
+
+    def take_tallies(self) -> tuple[Counter[str], Counter[str]]:
+        """New series and refused samples by metric prefix since the last call."""
+        return self._series.take_tallies()
 
     # --- intake ----------------------------------------------------------------------------
 
@@ -105,16 +126,20 @@ class Aggregator:
         if n == 0:
             return result
         idx = self._indices(batch.keys, result)
+        refused = idx == _NONE
+        result.over_budget = int(np.count_nonzero(refused))
+        idx[refused] = 0  # never used: those samples are not kept
         ops = np.array(batch.ops, dtype=np.int8)
         values: Floats = np.array(batch.values, dtype=np.float64)
         weights: Floats = np.array(batch.weights, dtype=np.float64)
-        starts, keep = self._place(batch.timestamps, n, now)
-        result.late = n - int(np.count_nonzero(keep))
+        starts, placed = self._place(batch.timestamps, n, now)
+        result.late = int(np.count_nonzero(~placed & ~refused))
+        keep = placed & ~refused
 
         kinds = np.where(ops == Op.GAUGE_DELTA, np.int8(Kind.GAUGE), ops)
         self._claim_types(idx[keep], kinds[keep])
         keep &= self._kind[idx] == kinds
-        result.conflicts = n - result.late - int(np.count_nonzero(keep))
+        result.conflicts = n - result.over_budget - result.late - int(np.count_nonzero(keep))
 
         is_set = ops == Op.SET
         members = batch.members
@@ -144,26 +169,26 @@ class Aggregator:
         return result
 
     def _indices(self, keys: list[SeriesKey], result: AddResult) -> Indices:
-        idx = np.fromiter(map(self._index.get, keys, repeat(_NONE)), dtype=np.intp, count=len(keys))
+        """The slot of each sample's series; ``_NONE`` for a new series over the budget."""
+        series = self._series
+        idx = np.fromiter(series.lookup(keys), dtype=np.intp, count=len(keys))
         for pos in np.flatnonzero(idx == _NONE).tolist():
             key = keys[pos]
-            found = self._index.get(key)
+            found = series.get(key)
             if found is None:
-                found = self._register(key)
+                found = series.register(key)
+                if found is None:
+                    continue
                 result.new_series += 1
+                if found >= self._capacity:
+                    self._grow(self._capacity * 2)
+                self._in_use[found] = True
             idx[pos] = found
         return idx
 
-    def _register(self, key: SeriesKey) -> int:
-        i = len(self._keys)
-        if i >= self._capacity:
-            self._grow(self._capacity * 2)
-        self._index[key] = i
-        self._keys.append(key)
-        return i
-
     def _grow(self, capacity: int) -> None:
         extra = capacity - self._capacity
+        self._in_use = np.concatenate([self._in_use, np.zeros(extra, dtype=bool)])
         self._kind = np.concatenate([self._kind, np.full(extra, _NONE, dtype=np.int8)])
         self._gauge_value = np.concatenate([self._gauge_value, np.zeros(extra)])
         self._gauge_live = np.concatenate([self._gauge_live, np.zeros(extra, dtype=bool)])
@@ -259,7 +284,7 @@ class Aggregator:
         return closed
 
     def _close_one(self, start: int) -> WindowSnapshot:
-        n = len(self._keys)
+        n = self._series.slots
         window = self._windows.pop(start, None) or Window(start, self._capacity)
         kinds = self._kind[:n]
         touched = window.touched[:n]
@@ -275,10 +300,9 @@ class Aggregator:
         distinct = np.zeros(len(rows), dtype=np.int64)
         for j in np.flatnonzero(row_kinds == Kind.SET).tolist():
             distinct[j] = len(window.sets[int(rows[j])])
-        keys = self._keys
         snapshot = WindowSnapshot(
             start=start,
-            keys=[keys[i] for i in rows.tolist()],
+            keys=self._series.keys(rows.tolist()),
             kinds=row_kinds,
             sum=window.sum[rows],
             count=window.count[rows],
@@ -286,7 +310,7 @@ class Aggregator:
             max=window.max[rows],
             last=window.last[rows],
             distinct=distinct,
-            held_keys=[keys[i] for i in held.tolist()],
+            held_keys=self._series.keys(held.tolist()),
             held_values=self._gauge_closed_value[held],
         )
 
@@ -313,12 +337,21 @@ class Aggregator:
         self._gauge_value[:n][gone] = 0.0
         free = (touched & ~is_gauge & ~still_open) | gone
         self._kind[:n][free] = _NONE
+        # Series with no type any more and no samples in an open window are idle: their slots
+        # go back to the index (a series seen again simply gets a slot again).
+        idle = np.flatnonzero(self._in_use[:n] & (self._kind[:n] == _NONE) & ~still_open)
+        if len(idle):
+            self._series.evict(idle.tolist())
+            self._in_use[idle] = False
+            self._gauge_live[idle] = False
+            self._gauge_value[idle] = 0.0
+            self._gauge_closed_start[idle] = _NONE
 
     # --- restart (CONTRACT 6: the open window survives with --spool-dir) -----------------
 
     def export_state(self) -> AggregatorState:
         """Everything that is not yet reported: open windows, series, types and gauges."""
-        n = len(self._keys)
+        n = self._series.slots
         windows = {
             start: (
                 np.stack([w.sum[:n], w.count[:n], w.min[:n], w.max[:n], w.last[:n]]),
@@ -330,7 +363,7 @@ class Aggregator:
         return AggregatorState(
             length=self.length,
             next_close=self._next_close,
-            keys=list(self._keys),
+            keys=self._series.export(),
             kinds=self._kind[:n].copy(),
             gauges=np.stack([self._gauge_value[:n], self._gauge_closed_value[:n]]),
             gauge_live=self._gauge_live[:n].copy(),
@@ -347,10 +380,11 @@ class Aggregator:
         if state.length != self.length:
             raise ValueError(f"saved windows are {state.length} s long, not {self.length} s")
         n = len(state.keys)
-        self._index = {key: i for i, key in enumerate(state.keys)}
-        self._keys = list(state.keys)
+        self._series = SeriesIndex.restore(state.keys, self._series.max_series)
         capacity = max(1024, 1 << max(0, n - 1).bit_length())
         self._capacity = capacity
+        self._in_use = np.zeros(capacity, dtype=bool)
+        self._in_use[:n] = [key is not None for key in state.keys]
         self._kind = np.full(capacity, _NONE, dtype=np.int8)
         self._kind[:n] = state.kinds
         self._gauge_value = np.zeros(capacity)

@@ -52,6 +52,9 @@ from gateway.window import WindowSnapshot
 
 logger = logging.getLogger(__name__)
 
+TOP_PREFIXES = 10
+"""How many metric prefixes ``/metrics`` names for new and refused series."""
+
 
 class Gateway:
     def __init__(
@@ -77,6 +80,7 @@ class Gateway:
             grace=settings.window_grace,
             gauge_ttl=settings.gauge_ttl,
             now=self.clock.time(),
+            max_series=settings.max_series,
         )
         self._builder = PointBuilder(
             namespace=settings.namespace,
@@ -139,6 +143,8 @@ class Gateway:
             m.samples_dropped.labels("late").inc(added.late)
         if added.conflicts:
             m.samples_dropped.labels("type_conflict").inc(added.conflicts)
+        if added.over_budget:
+            m.samples_dropped.labels("series_limit").inc(added.over_budget)
         if added.new_series:
             m.series_created.inc(added.new_series)
 
@@ -165,6 +171,7 @@ class Gateway:
             m.window_close_seconds.observe(self.clock.monotonic() - started)
             m.windows_closed.inc()
             m.live_series.set(self.aggregator.live_series)
+            self._report_cardinality()
             m.points_built.inc(len(built.points))
             m.values_clamped.inc(built.clamped)
             if built.invalid:
@@ -182,6 +189,31 @@ class Gateway:
                 len(snapshot),
                 len(built.points),
                 len(bodies),
+            )
+
+    def _report_cardinality(self) -> None:
+        """Name the metric prefixes that create the most series (and hit --max-series)."""
+        created, refused = self.aggregator.take_tallies()
+        m = self.metrics
+        m.series_created_top.clear()
+        for name, count in created.most_common(TOP_PREFIXES):
+            m.series_created_top.labels(name).set(count)
+        m.series_refused_top.clear()
+        for name, count in refused.most_common(TOP_PREFIXES):
+            m.series_refused_top.labels(name).set(count)
+        if refused:
+            logger.warning(
+                "series limit reached max_series=%d: samples of new series refused=%d; "
+                "top prefixes: %s",
+                self.settings.max_series,
+                sum(refused.values()),
+                ", ".join(f"{name}={count}" for name, count in refused.most_common(5)),
+            )
+        elif created and sum(created.values()) >= self.settings.max_series // 10:
+            logger.info(
+                "many new series in one window count=%d; top prefixes: %s",
+                sum(created.values()),
+                ", ".join(f"{name}={count}" for name, count in created.most_common(5)),
             )
 
     def _encode(self, snapshot: WindowSnapshot) -> tuple[list[Body], BuildResult]:

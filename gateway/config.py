@@ -54,6 +54,7 @@ class Settings:
     dimensions: tuple[tuple[str, str], ...] = (("host", "localhost"),)
     max_dimensions: int = 5
     max_dimension_bytes: int = 255
+    max_series: int = 600_000
     window: int = API_WINDOW
     window_grace: float = 2.0
     gauge_ttl: float = 3600.0

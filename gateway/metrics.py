@@ -71,6 +71,17 @@ class GatewayMetrics:
             ("reason",),
         )
         self.series_created = counter("series_created", "Series seen for the first time.")
+        self.series_created_top = gauge(
+            "series_created_by_prefix",
+            "New series in the last closed window, for the 10 metric prefixes creating most.",
+            ("prefix",),
+        )
+        self.series_refused_top = gauge(
+            "series_refused_by_prefix",
+            "Samples of new series refused over --max-series in the last closed window, "
+            "for the 10 prefixes refused most (LOSS).",
+            ("prefix",),
+        )
         self.live_series = gauge(
             "live_series", "Series with samples in an open window, or held gauges."
         )
@@ -120,7 +131,7 @@ class GatewayMetrics:
             self.ignored.labels(ignored.value)
         for kind in Kind:
             self.samples.labels(kind.name.lower())
-        for drop in ("late", "type_conflict"):
+        for drop in ("late", "type_conflict", "series_limit"):
             self.samples_dropped.labels(drop)
         for tag_drop in TagDrop:
             self.tags_dropped.labels(tag_drop.value)

@@ -314,6 +314,8 @@ OPTIONS: tuple[Option, ...] = (
            int_in(1, 64), _I),
     Option("max_dimension_bytes", "BYTES", "255",
            "most bytes of dimension keys and values on one point", int_in(1, 65535), _I),
+    Option("max_series", "N", "600000", "live series budget (about 1 GiB of memory); new "
+           "series past it are dropped and counted", int_in(1, 100_000_000), _I),
     Option("window", "SECONDS", "60", "window length; the API wants 60", int_in(1, 3600), _I),
     Option("window_grace", "SECONDS", "2", "wait after a window ends before closing it",
            number(at_least=0), _N, show_number),

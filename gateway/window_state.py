@@ -27,7 +27,9 @@ def dump(state: AggregatorState) -> bytes:
         "format": FORMAT,
         "length": state.length,
         "next_close": state.next_close,
-        "keys": [[metric, [list(pair) for pair in dims]] for metric, dims in state.keys],
+        "keys": [
+            None if key is None else [key[0], [list(pair) for pair in key[1]]] for key in state.keys
+        ],
         "windows": [
             {
                 "start": start,
@@ -75,7 +77,10 @@ def load(data: bytes) -> AggregatorState:
             return AggregatorState(
                 length=int(meta["length"]),
                 next_close=int(meta["next_close"]),
-                keys=[(metric, tuple((k, v) for k, v in dims)) for metric, dims in meta["keys"]],
+                keys=[
+                    None if key is None else (key[0], tuple((k, v) for k, v in key[1]))
+                    for key in meta["keys"]
+                ],
                 kinds=archive["kinds"],
                 gauges=archive["gauges"],
                 gauge_live=archive["gauge_live"],

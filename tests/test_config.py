@@ -418,6 +418,7 @@ def test_describe() -> None:
         "dimension = host=n1,env=prod",
         "max_dimensions = 5",
         "max_dimension_bytes = 255",
+        "max_series = 600000",
         "window = 60",
         "window_grace = 0.5",
         "gauge_ttl = 3600",
