@@ -231,6 +231,12 @@ def series_rss(args: argparse.Namespace) -> list[Row]:
                     f"counter_sum ok={row['counter_sum_ok']}",
                     flush=True,
                 )
+                if n and (row["points"] != n or row["lost"] or not row["counter_sum_ok"]):
+                    print(
+                        f"  CHECK FAILED for {n:,} series: every series must come out as "
+                        "exactly one point with the exact counter sum and no lost line",
+                        flush=True,
+                    )
     return rows
 
 

@@ -95,15 +95,16 @@ class Gateway:
             if settings.spool_dir
             else None
         )
+        to_stdout = settings.endpoint == "stdout"
         self.delivery = Delivery(
             sink,
             self.clock,
             self.metrics,
             max_points=settings.max_pending_points,
             max_age=settings.max_point_age,
-            per_minute=settings.max_requests_per_minute,
-            # The delay shares an account's API quota across nodes; stdout has none.
-            send_jitter=0.0 if settings.endpoint == "stdout" else settings.send_jitter,
+            # Pacing and the send delay share an account's API quota; stdout has none.
+            per_minute=None if to_stdout else settings.max_requests_per_minute,
+            send_jitter=0.0 if to_stdout else settings.send_jitter,
             spool=self._spool,
         )
         self._state = "starting"

@@ -45,7 +45,7 @@ class Delivery:
         *,
         max_points: int,
         max_age: float,
-        per_minute: float,
+        per_minute: float | None,
         send_jitter: float,
         spool: Spool | None = None,
         rng: Callable[[], float] = random.random,
@@ -54,7 +54,8 @@ class Delivery:
         self._clock = clock
         self._metrics = metrics
         self._outbox = Outbox(max_points=max_points, max_age=max_age)
-        self._bucket = TokenBucket(per_minute, clock.monotonic())
+        # None: no pacing (stdout has no quota); else the account's request budget.
+        self._bucket = TokenBucket(per_minute, clock.monotonic()) if per_minute else None
         self._jitter = rng() * send_jitter  # one delay per process, so nodes spread out
         self._spool = spool
         self._disk = asyncio.Lock()
@@ -166,7 +167,7 @@ class Delivery:
             return None
         now = self._clock.monotonic()
         ready = max(item.ready_at if honour_jitter else now, self._paused_until)
-        wait = max(ready - now, self._bucket.delay(now))
+        wait = max(ready - now, self._bucket.delay(now) if self._bucket else 0.0)
         if wait > 0:
             return wait
         self._outbox.in_flight = item
@@ -174,7 +175,8 @@ class Delivery:
             body = await self._body(item)
             if body is None:
                 return 0.0
-            self._bucket.take(now)
+            if self._bucket:
+                self._bucket.take(now)
             attempt = await self._bounded_attempt(body)
         finally:
             self._outbox.in_flight = None
@@ -184,12 +186,13 @@ class Delivery:
             await self._forget([item])
             if attempt.action is not Action.REJECTED:
                 self._failures, self._held = 0, False
-                self._bucket.succeeded()
+                if self._bucket:
+                    self._bucket.succeeded()
         else:
             self._failures += 1
             self._held = attempt.action is Action.HOLD
             self._paused_until = self._clock.monotonic() + attempt.delay
-            if attempt.status == "429":
+            if attempt.status == "429" and self._bucket:
                 self._bucket.throttled()
             if self._spool is not None:  # the API cannot be reached now: keep the backlog on disk
                 await self._spool_pending()
@@ -297,7 +300,7 @@ class Delivery:
         m.pending_points.set(self._outbox.points)
         oldest = self._outbox.oldest_timestamp()
         m.oldest_pending_age.set(0 if oldest is None else max(0.0, self._clock.time() - oldest))
-        m.request_rate_factor.set(self._bucket.factor)
+        m.request_rate_factor.set(self._bucket.factor if self._bucket else 1.0)
 
 
 def _put_all(

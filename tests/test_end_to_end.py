@@ -182,3 +182,19 @@ def test_garbage_and_oversized_datagrams_change_no_valid_series() -> None:
     assert _metric(metrics, 'statsd_gateway_lines_rejected_total{reason="bad_rate"}') >= 50
     assert _metric(metrics, 'statsd_gateway_lines_rejected_total{reason="unknown_type"}') >= 50
     assert _metric(metrics, 'statsd_gateway_lines_rejected_total{reason="name_too_long"}') == 1
+
+
+def test_a_large_window_is_printed_in_full_at_stop() -> None:
+    # 5,000 series are 100 bodies: more than the API pacing's one-second burst. With
+    # --endpoint stdout there is no quota, so nothing may be held back by it.
+    gw = _start("--window", "3600", "--shutdown-timeout", "5")
+    lines = [f"many.s{i}:1|c".encode() for i in range(5000)]
+    gw.send(*(b"\n".join(lines[i : i + 80]) for i in range(0, len(lines), 80)))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{gw.http[1]}/metrics", timeout=5).text  # type: ignore[index]
+        if _metric(text, "statsd_gateway_lines_received_total") == 5000:
+            break
+        time.sleep(0.05)
+    assert gw.stop() == 0
+    assert len(gw.points()) == 5000
