@@ -15,12 +15,18 @@ Pure: no I/O, no logging, no numpy (snapshots hand over plain floats).
 from __future__ import annotations
 
 import enum
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from gateway.protocol import Kind, SeriesKey
-from gateway.rules import VALUE_MAX, Limits, check_point
+from gateway.rules import (
+    VALUE_MAX,
+    Limits,
+    check_point,
+    check_timestamp,
+    check_values,
+    valid_series,
+)
 from gateway.window import Stats
 
 STAT_NAMES = ("avg", "sum", "last", "max", "min", "count")
@@ -66,25 +72,45 @@ class PointBuilder:
     def build(
         self, rows: Iterable[tuple[SeriesKey, Kind, Stats]], timestamp: int, *, now: float
     ) -> BuildResult:
+        """Encode every row; a point that breaks a rule is dropped with its reasons.
+
+        The timestamp is checked once; names and dimensions with ``rules.valid_series`` and
+        values with ``rules.check_values``, per point.  Only a point failing one of these
+        goes through ``check_point`` for its reasons.  Names and dimension values are
+        ``[0-9A-Za-z._]`` by then, so they go into the JSON text without escaping.
+        """
         result = BuildResult()
+        namespace, point_type, limits = self._namespace, self._point_type, self._limits
+        stamp_ok = not check_timestamp(timestamp, now=now, limits=limits)
+        head = f'{{"namespace":"{namespace}","metric":"'
+        middle = f'"timestamp":{timestamp},"type":{point_type},"values":{{'
+        points = result.points
         for key, _kind, stats in rows:
             metric, dimensions = key
             for name, values in self._shapes(metric, stats, result):
-                point = {
-                    "namespace": self._namespace,
-                    "metric": name,
-                    "dimensions": dict(dimensions),
-                    "timestamp": timestamp,
-                    "type": self._point_type,
-                    "values": values,
-                }
-                problems = check_point(point, now=now, limits=self._limits)
-                if problems:
+                if not (
+                    stamp_ok
+                    and valid_series(namespace, name, dimensions, limits)
+                    and not check_values(values, point_type)
+                ):
+                    point = {
+                        "namespace": namespace,
+                        "metric": name,
+                        "dimensions": dict(dimensions),
+                        "timestamp": timestamp,
+                        "type": point_type,
+                        "values": values,
+                    }
                     result.invalid += 1
                     if len(result.problems) < 5:
+                        problems = check_point(point, now=now, limits=limits)
                         result.problems.append(f"{name}: {'; '.join(problems)}")
                     continue
-                result.points.append(json.dumps(point, separators=(",", ":")).encode())
+                dims = ",".join(f'"{k}":"{v}"' for k, v in dimensions)
+                numbers = ",".join(f'"{k}":{v!r}' for k, v in values.items())
+                points.append(
+                    f'{head}{name}","dimensions":{{{dims}}},{middle}{numbers}}}}}'.encode()
+                )
         return result
 
     def _shapes(

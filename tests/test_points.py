@@ -1,0 +1,144 @@
+"""Point building: the fast path must say and write exactly what the seed's rules say.
+
+The oracle is the plain form: a dict per point, ``rules.check_point``, ``json.dumps``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.points import BuildResult, PointBuilder
+from gateway.protocol import Kind
+from gateway.rules import Limits, check_point, valid_series
+
+NOW = 1_800_000_000.0
+TS = int(NOW) // 60 * 60
+LIMITS = Limits()
+SETTINGS = settings(max_examples=150, deadline=None, derandomize=True)
+
+api = st.text(alphabet="abcXYZ019._", min_size=1, max_size=12)
+name = st.one_of(
+    api,
+    st.text(alphabet="ab._", min_size=248, max_size=258),  # around 255 with and without .stat
+    st.text(max_size=6),  # anything: empty, blanks, non-ASCII, quotes
+)
+dims = st.lists(st.tuples(name, name), max_size=7, unique_by=lambda kv: kv[0])
+number = st.one_of(
+    st.integers(min_value=-(2**64), max_value=2**64).map(float),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([9223372036854775807.0, 2.0**63, -(2.0**63), 0.5, -0.0]),
+)
+
+
+def oracle(builder: PointBuilder, rows, timestamp: int) -> tuple[list[bytes], int]:  # type: ignore[no-untyped-def]
+    """What the points must be: every shape as a dict, checked, dumped."""
+    out, invalid = [], 0
+    for (metric, dimensions), _kind, stats in rows:
+        shapes = list(builder._shapes(metric, stats, BuildResult()))
+        for point_name, values in shapes:
+            point = {
+                "namespace": builder._namespace,
+                "metric": point_name,
+                "dimensions": dict(dimensions),
+                "timestamp": timestamp,
+                "type": builder._point_type,
+                "values": values,
+            }
+            if check_point(point, now=NOW, limits=LIMITS):
+                invalid += 1
+            else:
+                out.append(json.dumps(point, separators=(",", ":")).encode())
+    return out, invalid
+
+
+@SETTINGS
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.tuples(name, dims.map(tuple)),
+            st.sampled_from(list(Kind)),
+            st.tuples(number, st.one_of(st.none(), number), number, number, number, number),
+        ),
+        max_size=8,
+    ),
+    point_type=st.sampled_from([1, 2]),
+    timestamp=st.sampled_from([TS, TS - 40 * 86400, 12345, TS + 3600]),
+)
+def test_fast_build_writes_exactly_what_the_rules_allow(rows, point_type, timestamp) -> None:  # type: ignore[no-untyped-def]
+    builder = PointBuilder(namespace="statsd", point_type=point_type, limits=LIMITS)
+    built = builder.build(rows, timestamp, now=NOW)
+    expected, invalid = oracle(builder, rows, timestamp)
+    assert built.points == expected
+    assert built.invalid == invalid
+    for encoded in built.points:
+        assert not check_point(json.loads(encoded), now=NOW, limits=LIMITS)
+
+
+@SETTINGS
+@given(namespace=name, metric=name, dimensions=dims)
+def test_valid_series_agrees_with_check_point(namespace: str, metric: str, dimensions) -> None:  # type: ignore[no-untyped-def]
+    point = {
+        "namespace": namespace,
+        "metric": metric,
+        "dimensions": dict(dimensions),
+        "timestamp": TS,
+        "type": 2,
+        "values": {"sum": 1},
+    }
+    assert valid_series(namespace, metric, dimensions, LIMITS) == (
+        check_point(point, now=NOW, limits=LIMITS) == []
+    )
+
+
+def test_a_typical_point_is_encoded_as_compact_json() -> None:
+    builder = PointBuilder(namespace="statsd")
+    rows = [
+        (
+            ("api.hits", (("host", "n1"), ("route", "_x"))),
+            Kind.COUNTER,
+            (2.5, 5.0, 3.0, 3.0, 2.0, 2.0),
+        )
+    ]
+    (encoded,) = builder.build(rows, TS, now=NOW).points
+    assert encoded == (
+        b'{"namespace":"statsd","metric":"api.hits","dimensions":{"host":"n1","route":"_x"},'
+        b'"timestamp":' + str(TS).encode() + b',"type":2,"values":{"avg":2.5,"sum":5,"last":3,'
+        b'"max":3,"min":2,"count":2}}'
+    )
+    assert not math.isnan(json.loads(encoded)["values"]["avg"])
+
+
+_B = "b" * 120
+
+
+@pytest.mark.parametrize(
+    ("namespace", "metric", "dimensions"),
+    [
+        pytest.param("s", "m" * 255, (("h", "n"),), id="metric-255"),
+        pytest.param("s", "m" * 256, (("h", "n"),), id="metric-256"),
+        pytest.param("n" * 255, "m", (("h", "n"),), id="namespace-255"),
+        pytest.param("n" * 256, "m", (("h", "n"),), id="namespace-256"),
+        pytest.param("s", "m", (("k", _B), ("j", _B), ("i", "x" * 12)), id="dims-255-bytes"),
+        pytest.param("s", "m", (("k", _B), ("j", _B), ("i", "x" * 13)), id="dims-256-bytes"),
+        pytest.param("s", "m", tuple((f"k{i}", "v") for i in range(5)), id="five-dims"),
+        pytest.param("s", "m", tuple((f"k{i}", "v") for i in range(6)), id="six-dims"),
+        pytest.param("s", "m", (), id="no-dims"),
+        pytest.param("s", "", (("h", "n"),), id="empty-metric"),
+        pytest.param("s", "m", (("h", ""),), id="empty-value"),
+        pytest.param("s", "café", (("h", "n"),), id="non-ascii-metric"),
+        pytest.param("s", "m", (("h", "n-1"),), id="dash-in-value"),
+    ],
+)
+def test_valid_series_agrees_with_check_point_at_the_limits(
+    namespace: str, metric: str, dimensions: tuple[tuple[str, str], ...]
+) -> None:
+    point = {"namespace": namespace, "metric": metric, "dimensions": dict(dimensions),
+             "timestamp": TS, "type": 2, "values": {"sum": 1}}  # fmt: skip
+    assert valid_series(namespace, metric, dimensions, LIMITS) == (
+        check_point(point, now=NOW, limits=LIMITS) == []
+    )
