@@ -26,28 +26,9 @@ from gateway.parser import NO_TIMESTAMP, ParsedBatch
 from gateway.protocol import Kind, Op, SeriesKey
 from gateway.series_index import SeriesIndex
 from gateway.window import Floats, Indices, Window, WindowSnapshot
+from gateway.window_state import AggregatorState
 
 _NONE = -1
-
-
-@dataclass(frozen=True, slots=True)
-class AggregatorState:
-    """The unreported part of an aggregator, as ``export_state`` hands it over.
-
-    ``gauges`` rows are the running value and the value as of the last closed window;
-    each window holds its five columns (sum, count, min, max, last), the touched mask and
-    the set members by series index.  ``gateway.window_state`` turns it into bytes.
-    """
-
-    length: int
-    next_close: int
-    keys: list[SeriesKey | None]
-    """Per slot; None for a free slot."""
-    kinds: npt.NDArray[np.int8]
-    gauges: Floats
-    gauge_live: npt.NDArray[np.bool_]
-    gauge_closed_start: npt.NDArray[np.int64]
-    windows: dict[int, tuple[Floats, npt.NDArray[np.bool_], dict[int, list[bytes]]]]
 
 
 @dataclass(slots=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from gateway import window_state
-from gateway.aggregator import AddResult, Aggregator, AggregatorState
+from gateway.aggregator import AddResult, Aggregator
 from gateway.batches import Body, pack
 from gateway.clock import Clock, SystemClock
 from gateway.config import Settings
@@ -49,6 +49,7 @@ from gateway.series import SeriesNamer
 from gateway.sinks import Sink
 from gateway.spool import Spool, SpoolError
 from gateway.window import WindowSnapshot
+from gateway.window_state import AggregatorState
 
 logger = logging.getLogger(__name__)
 

@@ -12,12 +12,35 @@ import base64
 import io
 import json
 import zipfile
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from gateway.aggregator import AggregatorState
+from gateway.protocol import SeriesKey
+from gateway.window import Floats
+
+
+@dataclass(frozen=True, slots=True)
+class AggregatorState:
+    """The unreported part of an aggregator, as ``export_state`` hands it over.
+
+    ``gauges`` rows are the running value and the value as of the last closed window;
+    each window holds its five columns (sum, count, min, max, last), the touched mask and
+    the set members by series index.  ``dump`` and ``load`` below turn it into bytes.
+    """
+
+    length: int
+    next_close: int
+    keys: list[SeriesKey | None]
+    """Per slot; None for a free slot."""
+    kinds: npt.NDArray[np.int8]
+    gauges: Floats
+    gauge_live: npt.NDArray[np.bool_]
+    gauge_closed_start: npt.NDArray[np.int64]
+    windows: dict[int, tuple[Floats, npt.NDArray[np.bool_], dict[int, list[bytes]]]]
+
 
 FORMAT = 1
 

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from gateway.parser import NO_TIMESTAMP, ParsedBatch, Parser
 from gateway.protocol import Ignored, Op, Reject, parse_line
 from gateway.series import SeriesNamer
+from tests.test_protocol import columns
 
 PROPERTY = settings(
     max_examples=150,
@@ -209,12 +210,7 @@ def expected(datagrams: list[bytes], name: SeriesNamer) -> tuple[object, ...]:
 
 def observed(batch: ParsedBatch) -> tuple[object, ...]:
     return (
-        batch.keys,
-        list(batch.ops),
-        batch.values,
-        batch.weights,
-        batch.timestamps,
-        batch.members,
+        *columns(batch),
         batch.lines,
         batch.accepted,
         Counter(batch.rejects),
