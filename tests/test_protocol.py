@@ -528,3 +528,43 @@ def test_subnormal_rate_is_rejected() -> None:
     # 1/5e-324 overflows to infinity, which no weight may be.
     assert parse_line(b"x:1|c|@5e-324") is Reject.BAD_RATE
     assert isinstance(parse_line(b"x:1|c|@1e-300"), tuple)
+
+
+def test_a_warm_batch_is_served_from_the_cache_and_says_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lines = [
+        b"hits:1|c|#route:/a,env:prod",
+        b"hits:4|c|@0.25|#route:/a,env:prod",
+        b"lat:12.5|ms|@0.5",
+        b"depth:10|g",
+        b"depth:+5|g",
+        b"depth:-3|g",
+        b"users:alice|s",
+        b"users:bob:x|s",  # a member with a colon
+        b"many:1|c|#a:1,b:2,c:3,d:4,e:5,f:6",  # a dropped tag on every line
+        b"hits:1e2|c|#route:/a,env:prod",
+    ]
+    parser, _ = new_parser()
+    cold = parser.parse([b"\n".join(lines)])
+
+    def per_line(*_: object) -> None:
+        raise AssertionError("a warm batch of cached lines went line by line")
+
+    monkeypatch.setattr(parser, "_parse_slow", per_line)
+    warm = parser.parse([b"\n".join(lines)])
+    assert columns(warm) == columns(cold)
+    assert (warm.lines, warm.accepted, warm.rejects, warm.dropped_tags) == (
+        cold.lines, cold.accepted, cold.rejects, cold.dropped_tags,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [b"hits:nan|c", b"hits:1e309|c", b"hits:|c", b"hits:1:2|c", b"hits:0x10|c", b"hits:1e|c"],
+)
+def test_an_odd_value_in_a_warm_batch_is_judged_line_by_line(odd: bytes) -> None:
+    parser, namer = new_parser()
+    parser.parse([b"hits:1|c"])
+    lines = [b"hits:2|c", odd, b"hits:3|c"]
+    assert columns(parser.parse([b"\n".join(lines)])) == expected_columns(lines, namer)
