@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -350,15 +351,26 @@ class Gateway:
         await self.report(old.close_all(max(saved.windows, default=saved.next_close)))
 
 
+SECOND_SIGNAL_AFTER = 1.0
+"""A signal this soon after the first is the same request (a Ctrl-C that reaches both
+``make`` and the gateway, and that ``make`` forwards), not a second one."""
+
+
 def install_signal_handlers(stop: asyncio.Event) -> Callable[[], None]:
-    """The first SIGTERM/SIGINT starts a clean stop; a second one ends the process at once."""
+    """The first SIGTERM/SIGINT starts a clean stop; a second one, a second or more
+    later, ends the process at once."""
     loop = asyncio.get_running_loop()
+    first_at = 0.0
 
     def second() -> None:
+        if time.monotonic() - first_at < SECOND_SIGNAL_AFTER:
+            return
         logger.error("second signal: exiting at once, without delivering what is pending")
         os._exit(1)
 
     def first() -> None:
+        nonlocal first_at
+        first_at = time.monotonic()
         stop.set()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, second)

@@ -247,7 +247,10 @@ def test_a_second_signal_ends_a_long_stop_at_once(emulator: EmulatorProcess) -> 
     gw.send(b"stuck.count:1|c")
     wait_until(lambda: 'statsd_gateway_requests_total{status="503"}' in metrics(gw), 10, "a 503")
     gw.proc.send_signal(signal.SIGTERM)
+    gw.proc.send_signal(signal.SIGINT)  # at once: the same Ctrl-C seen twice (make forwards it)
     gw.wait_for(re.compile("stopping: draining intake"), 10)
+    time.sleep(1.2)
+    assert gw.proc.poll() is None, "a duplicate signal right after the first must not end the stop"
     started = time.monotonic()
     assert gw.stop(signal.SIGINT) == 1
     assert time.monotonic() - started < 10
