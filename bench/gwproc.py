@@ -5,7 +5,8 @@
 addresses back from its ``udp listening address=`` and ``http listening address=`` log lines.
 A thread keeps draining its stderr so that logging never blocks it.  ``stop`` sends SIGTERM
 to that one PID, SIGKILL after a deadline, and reaps it with ``wait4`` so that the peak RSS
-of its whole life (shutdown included) is known.
+of its whole life (shutdown included) is known.  The /proc readers (CPU, memory, a UDP
+socket's queue and drop counter) take any PID or port, so other receivers can use them.
 
 Standard library only; never imports ``gateway`` (the gateway runs in its own process).
 """
@@ -65,6 +66,60 @@ def system_busy_seconds() -> float:
         fields = [int(x) for x in f.readline().split()[1:]]
     idle = fields[3] + fields[4]  # idle + iowait
     return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+@dataclass(frozen=True, slots=True)
+class UdpSocket:
+    """One bound UDP socket on 127.0.0.1 as /proc/net/udp shows it."""
+
+    queued_bytes: int
+    """rx_queue: bytes received by the kernel and not yet read."""
+    drops: int
+    """Datagrams the kernel dropped for this socket (receive buffer full), since it was bound."""
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of process ``pid`` so far, from /proc/PID/stat."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def process_memory(pid: int) -> Memory:
+    """VmRSS and VmHWM of process ``pid``."""
+    values: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0])
+    return Memory(values["VmRSS"], values["VmHWM"])
+
+
+def udp_socket(port: int) -> UdpSocket | None:
+    """The UDP socket bound to 127.0.0.1:``port``, or None."""
+    suffix = f":{port:04X}"
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(suffix) and fields[1].startswith("0100007F"):
+            return UdpSocket(int(fields[4].split(":")[1], 16), int(fields[12]))
+    return None
+
+
+def kernel_rcvbuf(port: int) -> int | None:
+    """The receive buffer the kernel gives the UDP socket on 127.0.0.1:``port`` (``rb`` of
+    ``ss -m``: twice what SO_RCVBUF was granted, since the kernel counts its overhead)."""
+    try:
+        out = subprocess.run(
+            ["ss", "-uamnH", "sport", "=", f":{port}"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"\brb(\d+)", out)
+    return int(m.group(1)) if m else None
 
 
 class GatewayProcess:
@@ -134,26 +189,15 @@ class GatewayProcess:
 
     def cpu_seconds(self) -> float:
         """utime + stime of the gateway so far, from /proc/PID/stat."""
-        text = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = text[text.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return process_cpu_seconds(self.pid)
 
     def memory(self) -> Memory:
-        values: dict[str, int] = {}
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0])
-        return Memory(values["VmRSS"], values["VmHWM"])
+        return process_memory(self.pid)
 
     def udp_queued_bytes(self) -> int | None:
         """Bytes waiting in the gateway's UDP receive queue (/proc/net/udp rx_queue)."""
-        port = f":{self.udp_port:04X}"
-        for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[1].endswith(port) and fields[1].startswith("0100007F"):
-                return int(fields[4].split(":")[1], 16)
-        return None
+        sock = udp_socket(self.udp_port)
+        return None if sock is None else sock.queued_bytes
 
     def stop(self, deadline: float = 30.0) -> Exit:
         """SIGTERM this gateway's PID, SIGKILL after ``deadline`` seconds; reap it."""

@@ -34,7 +34,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -57,9 +57,18 @@ def total(m: Metrics, prefix: str) -> float:
     return sum(v for k, v in m.items() if k.startswith(prefix))
 
 
-def loadgen(gw: GatewayProcess, extra: list[str], timeout: float) -> tuple[Row, Row]:
+class Receiver(Protocol):
+    """What the generator needs of the process under test (a gateway, or etsy statsd)."""
+
+    @property
+    def udp_port(self) -> int: ...
+
+    def cpu_seconds(self) -> float: ...
+
+
+def loadgen(gw: Receiver, extra: list[str], timeout: float) -> tuple[Row, Row]:
     """Run the generator against ``gw``; returns its ledger and, from "go" to the generator's
-    exit, the wall time and the CPU seconds of the gateway and of the whole machine."""
+    exit, the wall time and the CPU seconds of the receiver and of the whole machine."""
     cmd = [sys.executable, str(LOADGEN), "--target", f"127.0.0.1:{gw.udp_port}", "--wait-go"]
     proc = subprocess.Popen(
         [*cmd, *extra], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -91,18 +100,23 @@ def loadgen(gw: GatewayProcess, extra: list[str], timeout: float) -> tuple[Row, 
 def settle(gw: GatewayProcess, limit: float) -> tuple[Metrics, int | None]:
     """Wait until the line counter has not moved for 0.3 s and the receive queue is empty,
     at most ``limit`` s; returns the last metrics and the bytes still queued."""
+    settle_on(lambda: gw.metrics()[LINES], gw.udp_queued_bytes, limit)
+    return gw.metrics(), gw.udp_queued_bytes()
+
+
+def settle_on(count: Callable[[], float], queued: Callable[[], int | None], limit: float) -> None:
+    """Poll every 0.1 s until ``count()`` has not moved for 0.3 s and ``queued()`` is empty,
+    at most ``limit`` s (any receiver: the gateway's /metrics, etsy statsd's counters)."""
     deadline = time.monotonic() + limit
-    last = gw.metrics()
+    last = count()
     still = 0
     while time.monotonic() < deadline:
         time.sleep(0.1)
-        now = gw.metrics()
-        queued = gw.udp_queued_bytes()
-        still = still + 1 if now[LINES] == last[LINES] and not queued else 0
+        now = count()
+        still = still + 1 if now == last and not queued() else 0
         last = now
         if still >= 3:
             break
-    return gw.metrics(), gw.udp_queued_bytes()
 
 
 def step(gw: GatewayProcess, rate: float, args: argparse.Namespace) -> Row:
