@@ -80,15 +80,21 @@ class Outbox:
         return dropped
 
     def expire(self, now: float) -> list[Pending]:
-        """Drop bodies whose points are older than ``max_age`` at wall-clock time ``now``."""
-        # Spooled bodies from an earlier run may sit behind newer ones: look at all of them.
-        stale = [
-            item
-            for item in self._items
-            if item.timestamp < now - self._max_age and item is not self.in_flight
-        ]
-        for item in stale:
-            self.remove(item)
+        """Drop bodies whose points are older than ``max_age`` at wall-clock time ``now``.
+
+        Bodies are queued oldest first (spooled ones at start, then each window as it
+        closes), so only the front is looked at: this runs before every attempt, and a
+        scan of the whole backlog each time cost O(n^2) in the event loop.  A body queued
+        out of order (saved windows of another --window length) is caught when it reaches
+        the front, before it is sent.
+        """
+        limit = now - self._max_age
+        stale = []
+        while self._items and self._items[0].timestamp < limit:
+            if self._items[0] is self.in_flight:
+                break
+            stale.append(self._items.popleft())
+            self.points -= stale[-1].body.points
         return stale
 
     def clear(self) -> None:
@@ -108,7 +114,8 @@ class Outbox:
         return True
 
     def oldest_timestamp(self) -> int | None:
-        return min((item.timestamp for item in self._items), default=None)
+        """The front body's window start: the oldest, as bodies are queued oldest first."""
+        return self._items[0].timestamp if self._items else None
 
 
 class TokenBucket:

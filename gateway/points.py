@@ -70,7 +70,12 @@ class PointBuilder:
         self._limits = limits or Limits()
 
     def build(
-        self, rows: Iterable[tuple[SeriesKey, Kind, Stats]], timestamp: int, *, now: float
+        self,
+        rows: Iterable[tuple[SeriesKey, Kind, Stats]],
+        timestamp: int,
+        *,
+        now: float,
+        into: BuildResult | None = None,
     ) -> BuildResult:
         """Encode every row; a point that breaks a rule is dropped with its reasons.
 
@@ -79,7 +84,7 @@ class PointBuilder:
         goes through ``check_point`` for its reasons.  Names and dimension values are
         ``[0-9A-Za-z._]`` by then, so they go into the JSON text without escaping.
         """
-        result = BuildResult()
+        result = BuildResult() if into is None else into
         namespace, point_type, limits = self._namespace, self._point_type, self._limits
         stamp_ok = not check_timestamp(timestamp, now=now, limits=limits)
         head = f'{{"namespace":"{namespace}","metric":"'
