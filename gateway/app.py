@@ -3,15 +3,15 @@
     listener --batches--> parser --columns--> aggregator --snapshots--> points --> bodies
         --> outbox --> sink (stdout or the JD Cloud client)
 
-Intake runs in the event loop; a closed window is turned into bodies in slices of 250
-rows, with a 2 ms pause for intake between slices, so that intake never pauses for long while it
-is reported; a delivery task drains the outbox.  Each
-stage returns what happened (rejects, conflicts, invalid points, send results) and this
-module counts it in ``GatewayMetrics``.
+Intake runs in the event loop.  A closed window is turned into bodies in the loop too, 250
+rows at a time with a 2 ms pause for intake after each slice, so intake never stops for
+long while a window is reported; a delivery task drains the outbox.  Each stage returns
+what happened (rejects, conflicts, invalid points, send results) and this module counts
+it in ``GatewayMetrics``.
 
 On SIGTERM or SIGINT (CONTRACT 7): stop reading, take in what was already received, close
-every window up to and including the open one, deliver within ``--shutdown-timeout``, log
-what could not be delivered, return 0.
+every window up to and including the open one (with ``--spool-dir``: save the open ones
+instead), deliver until ``--shutdown-timeout``, spool or count what is left, return 0.
 """
 
 from __future__ import annotations
