@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.gwproc import Memory, process_cpu_seconds, process_memory, udp_socket
+from bench.gwproc import Receiver, udp_socket
 
 logger = logging.getLogger(__name__)
 
@@ -122,11 +122,9 @@ def free_port(kind: int) -> int:
         return int(s.getsockname()[1])
 
 
-class EtsyStatsd:
+class EtsyStatsd(Receiver):
     def __init__(self, proc: subprocess.Popen[bytes], udp_port: int, mgmt_port: int) -> None:
-        self.proc = proc
-        self.pid = proc.pid
-        self.udp_port = udp_port
+        super().__init__(proc, udp_port)
         self.mgmt_port = mgmt_port
 
     @classmethod
@@ -208,16 +206,6 @@ class EtsyStatsd:
             values["benchcount.flushed_metrics_received"],
             values.get("messages.bad_lines_seen", 0),
         )
-
-    def cpu_seconds(self) -> float:
-        return process_cpu_seconds(self.pid)
-
-    def memory(self) -> Memory:
-        return process_memory(self.pid)
-
-    def udp_queued_bytes(self) -> int | None:
-        sock = udp_socket(self.udp_port)
-        return None if sock is None else sock.queued_bytes
 
     def stop(self, deadline: float = 10.0) -> int:
         """SIGTERM this PID, SIGKILL after ``deadline`` seconds; returns the exit code."""

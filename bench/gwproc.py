@@ -122,11 +122,30 @@ def kernel_rcvbuf(port: int) -> int | None:
     return int(m.group(1)) if m else None
 
 
-class GatewayProcess:
-    def __init__(self, proc: subprocess.Popen[bytes], udp_port: int, http_port: int) -> None:
+class Receiver:
+    """A StatsD receiver under benchmark: its process, its UDP port, what /proc says of it."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], udp_port: int) -> None:
         self.proc = proc
         self.pid = proc.pid
         self.udp_port = udp_port
+
+    def cpu_seconds(self) -> float:
+        """utime + stime so far, from /proc/PID/stat."""
+        return process_cpu_seconds(self.pid)
+
+    def memory(self) -> Memory:
+        return process_memory(self.pid)
+
+    def udp_queued_bytes(self) -> int | None:
+        """Bytes waiting in its UDP receive queue (/proc/net/udp rx_queue)."""
+        sock = udp_socket(self.udp_port)
+        return None if sock is None else sock.queued_bytes
+
+
+class GatewayProcess(Receiver):
+    def __init__(self, proc: subprocess.Popen[bytes], udp_port: int, http_port: int) -> None:
+        super().__init__(proc, udp_port)
         self.http_port = http_port
         self.log: deque[bytes] = deque(maxlen=200)
         self._reaped: Exit | None = None
@@ -186,18 +205,6 @@ class GatewayProcess:
         url = f"http://127.0.0.1:{self.http_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
             return parse_metrics(response.read().decode())
-
-    def cpu_seconds(self) -> float:
-        """utime + stime of the gateway so far, from /proc/PID/stat."""
-        return process_cpu_seconds(self.pid)
-
-    def memory(self) -> Memory:
-        return process_memory(self.pid)
-
-    def udp_queued_bytes(self) -> int | None:
-        """Bytes waiting in the gateway's UDP receive queue (/proc/net/udp rx_queue)."""
-        sock = udp_socket(self.udp_port)
-        return None if sock is None else sock.queued_bytes
 
     def stop(self, deadline: float = 30.0) -> Exit:
         """SIGTERM this gateway's PID, SIGKILL after ``deadline`` seconds; reap it."""
