@@ -22,11 +22,7 @@ import functools
 import gc
 import itertools
 import logging
-import os
-import signal
 import socket
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -375,54 +371,3 @@ class Gateway:
         )
         old.restore_state(saved, saved.next_close)
         await self.report(old.close_all(max(saved.windows, default=saved.next_close)))
-
-
-SECOND_SIGNAL_AFTER = 1.0
-"""A signal this soon after the first is the same request (a Ctrl-C that reaches both
-``make`` and the gateway, and that ``make`` forwards), not a second one."""
-
-
-def install_signal_handlers(stop: asyncio.Event) -> Callable[[], None]:
-    """The first SIGTERM/SIGINT starts a clean stop; a second one, a second or more
-    later, ends the process at once."""
-    loop = asyncio.get_running_loop()
-    first_at = 0.0
-
-    def second() -> None:
-        if time.monotonic() - first_at < SECOND_SIGNAL_AFTER:
-            return
-        logger.error("second signal: exiting at once, without delivering what is pending")
-        os._exit(1)
-
-    def first() -> None:
-        nonlocal first_at
-        first_at = time.monotonic()
-        stop.set()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, second)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, first)
-
-    def remove() -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-
-    return remove
-
-
-async def serve(settings: Settings, sink: Sink) -> None:
-    """Start a gateway, serve until SIGTERM/SIGINT, shut down cleanly."""
-    stop = asyncio.Event()
-    remove = install_signal_handlers(stop)
-    # Intake allocates short-lived objects by the million; collect the young generation
-    # every 100,000 allocations instead of every 700 (nearly all of it is freed by
-    # reference counting anyway), and keep what is loaded at start out of every scan.
-    gc.set_threshold(100_000, 50, 100)
-    gc.freeze()
-    try:
-        gateway = Gateway(settings, sink)
-        await gateway.start()
-        await gateway.run(stop)
-    finally:
-        remove()

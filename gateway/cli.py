@@ -16,13 +16,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from gateway.app import serve
 from gateway.client import JDCloudClient
 from gateway.clock import SystemClock
 from gateway.config import ConfigError, Settings, describe, load_config
 from gateway.credentials import CredentialsError, load_credentials, masked
 from gateway.errors import GatewayError
 from gateway.logs import setup_logging
+from gateway.serve import serve
 from gateway.signer import Credentials
 from gateway.sinks import ApiSink, Sink, StdoutSink
 
