@@ -77,6 +77,12 @@ class Aggregator:
     def window_start(self, t: float) -> int:
         return math.floor(t / self.length) * self.length
 
+    @property
+    def open_from(self) -> int:
+        """The start of the oldest window not yet closed: every earlier one has been returned
+        by ``close`` (or had nothing to report)."""
+        return self._next_close
+
     def next_close_time(self) -> float:
         """When the oldest window that is not yet closed may be closed."""
         return self._next_close + self.length + self.grace
@@ -141,7 +147,7 @@ class Aggregator:
             here = starts == start
             numeric = here & ~is_set
             if numeric.any():
-                window.add(idx[numeric], values[numeric], weights[numeric])
+                window.add(idx[numeric], values[numeric], weights[numeric], now)
             sets = here & is_set
             if sets.any():
                 in_window = (here[is_set]).tolist()
@@ -279,8 +285,10 @@ class Aggregator:
             (closed_start != _NONE) & ~touched & is_gauge & (age < self.gauge_ttl)
         )
         distinct = np.zeros(len(rows), dtype=np.int64)
+        members = {}
         for j in np.flatnonzero(row_kinds == Kind.SET).tolist():
-            distinct[j] = len(window.sets[int(rows[j])])
+            members[j] = window.sets[int(rows[j])]
+            distinct[j] = len(members[j])
         snapshot = WindowSnapshot(
             start=start,
             keys=self._series.keys(rows.tolist()),
@@ -290,7 +298,9 @@ class Aggregator:
             min=window.min[rows],
             max=window.max[rows],
             last=window.last[rows],
+            last_at=window.last_at[rows],
             distinct=distinct,
+            members=members,
             held_keys=self._series.keys(held.tolist()),
             held_values=self._gauge_closed_value[held],
         )

@@ -23,29 +23,30 @@ import gc
 import itertools
 import logging
 import socket
+from collections import Counter
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
 from gateway import window_state
-from gateway.aggregator import AddResult, Aggregator
+from gateway.aggregator import Aggregator
 from gateway.batches import Body, pack
 from gateway.clock import Clock, SystemClock
 from gateway.config import Settings
 from gateway.delivery import Delivery
 from gateway.health import HealthServer
+from gateway.intake import Intake
 from gateway.listener import (
-    READ_SIZE,
     DatagramListener,
     kernel_drops,
     open_udp_socket,
     open_unix_socket,
+    stop_receiving,
 )
 from gateway.metrics import GatewayMetrics
-from gateway.parser import ParsedBatch, Parser
 from gateway.points import BuildResult, PointBuilder
+from gateway.pool import Cardinality, WorkerPool
 from gateway.rules import Limits
-from gateway.series import SeriesNamer
 from gateway.sinks import Sink
 from gateway.spool import Spool, SpoolError
 from gateway.window import WindowSnapshot
@@ -75,19 +76,8 @@ class Gateway:
         self.clock = clock or SystemClock()
         self.metrics = GatewayMetrics(registry or CollectorRegistry())
         self._sink = sink
-        namer = SeriesNamer(
-            settings.dimensions,
-            max_dimensions=settings.max_dimensions,
-            max_dimension_bytes=settings.max_dimension_bytes,
-        )
-        self.parser = Parser(namer)
-        self.aggregator = Aggregator(
-            window=settings.window,
-            grace=settings.window_grace,
-            gauge_ttl=settings.gauge_ttl,
-            now=self.clock.time(),
-            max_series=settings.max_series,
-        )
+        self.intake = Intake(settings, self.metrics, self.clock.time())
+        self.aggregator = self.intake.aggregator
         self._builder = PointBuilder(
             namespace=settings.namespace,
             point_type=settings.point_type,
@@ -113,47 +103,14 @@ class Gateway:
             send_jitter=0.0 if to_stdout else settings.send_jitter,
             spool=self._spool,
         )
+        self._pool = (
+            WorkerPool(settings, self.metrics, self.clock, self._report_one)
+            if settings.workers > 1
+            else None
+        )
         self._state = "starting"
         self.listeners: list[DatagramListener] = []
         self.health: HealthServer | None = None
-
-    # --- intake (event loop) -----------------------------------------------------------
-
-    def on_batch(self, listener: str, datagrams: list[bytes], arrived_at: float) -> None:
-        m = self.metrics
-        m.datagrams.labels(listener).inc(len(datagrams))
-        m.bytes.labels(listener).inc(sum(map(len, datagrams)))
-        truncated = sum(1 for d in datagrams if len(d) >= READ_SIZE)
-        if truncated:
-            m.truncated.labels(listener).inc(truncated)
-        parsed = self.parser.parse(datagrams)
-        self._count_parsed(parsed)
-        self._count_added(self.aggregator.add(parsed, arrived_at))
-
-    def _count_parsed(self, parsed: ParsedBatch) -> None:
-        m = self.metrics
-        m.lines.inc(parsed.lines)
-        for reason, n in parsed.rejects.items():
-            m.rejected.labels(reason.value).inc(n)
-        for kind, n in parsed.ignored.items():
-            m.ignored.labels(kind.value).inc(n)
-        for tag_reason, n in parsed.dropped_tags.items():
-            m.tags_dropped.labels(tag_reason).inc(n)
-        if parsed.rejects and logger.isEnabledFor(logging.DEBUG):
-            logger.debug("lines rejected %s", dict(parsed.rejects))
-
-    def _count_added(self, added: AddResult) -> None:
-        m = self.metrics
-        for kind, n in added.samples.items():
-            m.samples.labels(kind.name.lower()).inc(n)
-        if added.late:
-            m.samples_dropped.labels("late").inc(added.late)
-        if added.conflicts:
-            m.samples_dropped.labels("type_conflict").inc(added.conflicts)
-        if added.over_budget:
-            m.samples_dropped.labels("series_limit").inc(added.over_budget)
-        if added.new_series:
-            m.series_created.inc(added.new_series)
 
     # --- windows -------------------------------------------------------------------------
 
@@ -171,40 +128,46 @@ class Gateway:
                 logger.exception("reporting a closed window failed")
 
     async def report(self, snapshots: list[WindowSnapshot]) -> None:
+        """Report windows this process aggregated."""
         for snapshot in snapshots:
-            started = self.clock.monotonic()
-            bodies, built = await self._encode(snapshot)
-            m = self.metrics
-            m.window_close_seconds.observe(self.clock.monotonic() - started)
-            m.windows_closed.inc()
-            m.live_series.set(self.aggregator.live_series)
-            self._report_cardinality()
-            m.points_built.inc(len(built.points))
-            m.values_clamped.inc(built.clamped)
-            if built.invalid:
-                m.points_dropped.labels("invalid").inc(built.invalid)
-                logger.error(
-                    "points dropped as invalid count=%d window=%d examples=%s",
-                    built.invalid,
-                    snapshot.start,
-                    built.problems,
-                )
-            await self.delivery.enqueue(bodies, snapshot.start, delay=self._state == "ready")
-            # What survived a window (series keys, cache entries) lives on: take it out of
-            # the cyclic collector's reach, or every full collection walks it all in the
-            # event loop (see ENCODE_PAUSE). It is freed by reference counting as usual.
-            gc.freeze()
-            logger.info(
-                "window closed start=%d series=%d points=%d requests=%d",
-                snapshot.start,
-                len(snapshot),
-                len(built.points),
-                len(bodies),
-            )
+            aggregator = self.aggregator
+            figures = Cardinality(aggregator.live_series, *aggregator.take_tallies())
+            await self._report_one(snapshot, figures)
 
-    def _report_cardinality(self) -> None:
+    async def _report_one(self, snapshot: WindowSnapshot, figures: Cardinality) -> None:
+        """Turn one closed window (this process's, or merged from workers) into bodies."""
+        started = self.clock.monotonic()
+        bodies, built = await self._encode(snapshot)
+        m = self.metrics
+        m.window_close_seconds.observe(self.clock.monotonic() - started)
+        m.windows_closed.inc()
+        m.live_series.set(figures.live)
+        self._report_cardinality(figures.created, figures.refused)
+        m.points_built.inc(len(built.points))
+        m.values_clamped.inc(built.clamped)
+        if built.invalid:
+            m.points_dropped.labels("invalid").inc(built.invalid)
+            logger.error(
+                "points dropped as invalid count=%d window=%d examples=%s",
+                built.invalid,
+                snapshot.start,
+                built.problems,
+            )
+        await self.delivery.enqueue(bodies, snapshot.start, delay=self._state == "ready")
+        # What survived a window (series keys, cache entries) lives on: take it out of
+        # the cyclic collector's reach, or every full collection walks it all in the
+        # event loop (see ENCODE_PAUSE). It is freed by reference counting as usual.
+        gc.freeze()
+        logger.info(
+            "window closed start=%d series=%d points=%d requests=%d",
+            snapshot.start,
+            len(snapshot),
+            len(built.points),
+            len(bodies),
+        )
+
+    def _report_cardinality(self, created: Counter[str], refused: Counter[str]) -> None:
         """Name the metric prefixes that create the most series (and hit --max-series)."""
-        created, refused = self.aggregator.take_tallies()
         m = self.metrics
         m.series_created_top.clear()
         for name, count in created.most_common(TOP_PREFIXES):
@@ -258,6 +221,14 @@ class Gateway:
     async def start(self) -> None:
         """Bind every listener; raises StartupError (exit 2) when one cannot be bound."""
         s = self.settings
+        if self._pool is not None:
+            self._pool.bind()
+            try:
+                await self._start_health()
+            except BaseException:
+                self._pool.close_sockets()
+                raise
+            return
         try:
             if s.udp is not None:
                 udp, granted = open_udp_socket(s.udp, s.udp_rcvbuf)
@@ -267,22 +238,29 @@ class Gateway:
             if s.unix is not None:
                 unix, _ = open_unix_socket(s.unix, s.unix_mode, s.udp_rcvbuf)
                 self._listen("unix", unix)
-            if s.http is not None:
-                self.health = HealthServer(s.http, self.metrics.registry, self.readiness)
-                await self.health.start()
+            await self._start_health()
         except BaseException:
             for listener in self.listeners:
                 listener.socket.close()
             raise
 
+    async def _start_health(self) -> None:
+        if self.settings.http is not None:
+            self.health = HealthServer(self.settings.http, self.metrics.registry, self.readiness)
+            await self.health.start()
+
     def _listen(self, name: str, sock: socket.socket) -> None:
-        listener = DatagramListener(name, sock, functools.partial(self.on_batch, name), self.clock)
+        on_batch = functools.partial(self.intake.on_batch, name)
+        listener = DatagramListener(name, sock, on_batch, self.clock)
         self.listeners.append(listener)
         logger.info("%s listening address=%s", name, listener.address)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then shut down as CONTRACT 7 says."""
         await self._resume()
+        if self._pool is not None:
+            await self._run_workers(self._pool, stop)
+            return
         for listener in self.listeners:
             await listener.open()
         receiving = [asyncio.create_task(listener.run()) for listener in self.listeners]
@@ -295,16 +273,40 @@ class Gateway:
         await stop.wait()
         logger.info("stopping: draining intake and closing the open window")
         self._state = "stopping"
-        for task in receiving:
-            task.cancel()
-        for task, listener in zip(receiving, self.listeners, strict=True):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await listener.drain()
+        await stop_receiving(self.listeners, receiving)
         self.delivery.begin_shutdown(self.settings.shutdown_timeout)
         await closing
         await delivering  # it stops after the attempt under way, cut short at the deadline
         await self._close_or_save(self.clock.time())
+        await self._finish()
+
+    async def _run_workers(self, pool: WorkerPool, stop: asyncio.Event) -> None:
+        """``--workers N``: the workers receive and aggregate; this process merges, reports
+        and delivers.  At a stop every window is reported (the open one is not saved)."""
+        try:
+            await pool.start()
+        except BaseException:
+            await pool.stop()
+            raise
+        serving = asyncio.create_task(pool.run(stop))
+        delivering = asyncio.create_task(self.delivery.run(stop))
+        self._state = "ready"
+        logger.info(
+            "gateway started window=%ds endpoint=%s workers=%d",
+            self.settings.window,
+            self.settings.endpoint,
+            self.settings.workers,
+        )
+        await stop.wait()
+        logger.info("stopping: the workers drain intake and close the open window")
+        self._state = "stopping"
+        await serving
+        self.delivery.begin_shutdown(self.settings.shutdown_timeout)
+        await delivering
+        await pool.stop()
+        await self._finish()
+
+    async def _finish(self) -> None:
         await self.delivery.finish(self.settings.shutdown_timeout)
         if self.health is not None:
             await self.health.stop()
@@ -349,7 +351,7 @@ class Gateway:
         await asyncio.to_thread(self._spool.clear_state)
 
     async def _take_over(self, saved: AggregatorState) -> None:
-        if saved.length == self.aggregator.length:
+        if saved.length == self.aggregator.length and self._pool is None:
             self.aggregator.restore_state(saved, self.clock.time())
             logger.info(
                 "spool: resumed saved windows series=%d starts=%s",
@@ -357,11 +359,14 @@ class Gateway:
                 sorted(saved.windows),
             )
             return
-        # --window changed between runs: report the saved windows at once, as they were.
+        # --window changed between runs, or --workers now splits intake over processes:
+        # report the saved windows at once, as they were.
         logger.warning(
-            "spool: saved windows are %d s long, not %d s: reporting them now",
+            "spool: saved windows (%d s long) cannot be resumed with window=%d s workers=%d: "
+            "reporting them now",
             saved.length,
             self.aggregator.length,
+            self.settings.workers,
         )
         old = Aggregator(
             window=saved.length,

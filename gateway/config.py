@@ -47,6 +47,8 @@ class Settings:
     unix: str | None = None
     unix_mode: int = 0o622
     udp_rcvbuf: int = 8 * 1024 * 1024
+    workers: int = 1
+    event_loop: str = "auto"
     http: Address | None = _DEFAULT_HTTP
     endpoint: str = "https://monitor.cn-north-1.jdcloud-api.com/v1/customMetrics"
     region: str = "cn-north-1"

@@ -83,8 +83,14 @@ def _remove_stale_socket(path: str) -> None:
     raise StartupError(f"--unix {path}: another process is receiving on this socket")
 
 
-def open_udp_socket(address: Address, rcvbuf: int) -> tuple[socket.socket, int]:
-    """A non-blocking UDP socket bound to ``address``, and the receive buffer granted."""
+def open_udp_socket(
+    address: Address, rcvbuf: int, *, reuse_port: bool = False
+) -> tuple[socket.socket, int]:
+    """A non-blocking UDP socket bound to ``address``, and the receive buffer granted.
+
+    With ``reuse_port`` several sockets bind the same port (``--workers``); the kernel
+    spreads datagrams over them by a hash of the sender's address and port.
+    """
     try:
         family, _, _, _, sockaddr = socket.getaddrinfo(
             address.host, address.port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
@@ -93,6 +99,8 @@ def open_udp_socket(address: Address, rcvbuf: int) -> tuple[socket.socket, int]:
         raise StartupError(f"--udp {address}: cannot resolve host: {exc.strerror}") from None
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         granted = _enlarge_receive_buffer(sock, rcvbuf, "udp")
         sock.bind(sockaddr)
     except OSError as exc:
@@ -227,3 +235,15 @@ class DatagramListener:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
             self.flush()
+
+
+async def stop_receiving(
+    listeners: list[DatagramListener], receiving: list[asyncio.Task[None]]
+) -> None:
+    """Cancel each listener's ``run`` task, then take in what its socket already holds."""
+    for task in receiving:
+        task.cancel()
+    for task, listener in zip(receiving, listeners, strict=True):
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await listener.drain()

@@ -28,11 +28,16 @@ from gateway.series import TagDrop
 
 PREFIX = "statsd_gateway"
 
+CounterTotals = dict[tuple[str, tuple[str, ...]], float]
+"""Counter values by (name without prefix, label values)."""
+
 
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
-            return Counter(f"{PREFIX}_{name}", doc, labels, registry=registry)
+            made = Counter(f"{PREFIX}_{name}", doc, labels, registry=registry)
+            self._counters[name] = made
+            return made
 
         def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
             return Gauge(f"{PREFIX}_{name}", doc, labels, registry=registry)
@@ -40,6 +45,8 @@ class GatewayMetrics:
         # The *_created series double the output and say nothing an operator needs.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry
+        self._counters: dict[str, Counter] = {}
+        self._seen: dict[int, CounterTotals] = {}
         Info(f"{PREFIX}_build", "Version of the running gateway.", registry=registry).info(
             {"version": __version__}
         )
@@ -121,6 +128,12 @@ class GatewayMetrics:
         self.spool_corrupt_files = counter(
             "spool_corrupt_files", "Spool files found corrupt or truncated and moved aside."
         )
+        self.worker_restarts = counter(
+            "worker_restarts", "Intake workers (--workers) that died and were started again."
+        )
+        self.workers_ready = gauge(
+            "workers_ready", "Intake workers running and receiving (--workers)."
+        )
         self.udp_rcvbuf = gauge(
             "udp_receive_buffer_bytes", "Receive buffer the kernel granted the UDP socket."
         )
@@ -143,6 +156,31 @@ class GatewayMetrics:
             self.datagrams.labels(listener)
             self.bytes.labels(listener)
         self.points_rejected.labels("api")
+
+    def counter_totals(self) -> CounterTotals:
+        """Every counter's current value, by (name, label values): what a worker sends."""
+        totals: CounterTotals = {}
+        for name, made in self._counters.items():
+            for family in made.collect():
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        totals[(name, tuple(sample.labels.values()))] = sample.value
+        return totals
+
+    def add_totals(self, source: int, totals: CounterTotals) -> None:
+        """Add what a worker counted since its last report to these counters.
+
+        A total below the last one seen means the worker was started again: its new
+        total is all new.
+        """
+        seen = self._seen.setdefault(source, {})
+        for (name, labels), value in totals.items():
+            before = seen.get((name, labels), 0.0)
+            delta = value - before if value >= before else value
+            if delta:
+                made = self._counters[name]
+                (made.labels(*labels) if labels else made).inc(delta)
+            seen[(name, labels)] = value
 
     def watch_kernel_drops(self, read: Callable[[], int | None]) -> None:
         """Expose the kernel's drop count for the UDP socket, read at scrape time."""

@@ -295,6 +295,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("udp_rcvbuf", "BYTES", "8388608",
            "kernel receive buffer asked for the UDP (and Unix) socket",
            int_in(4096, 2147483647), _I),
+    Option("workers", "N", "1", "intake processes sharing the UDP port (SO_REUSEPORT); their "
+           "windows are merged exactly before reporting", int_in(1, 64), _I),
+    Option("event_loop", "LOOP", "auto", "auto (uvloop when installed), uvloop or asyncio",
+           choice("auto", "uvloop", "asyncio")),
     Option("unix", "PATH", "", "StatsD over a Unix datagram socket at PATH (DogStatsD's UDS "
            "mode); off unless given", parse_socket_path, show=show_path),
     Option("unix_mode", "OCTAL", "0622", "permissions of the Unix socket file (write is "

@@ -1,10 +1,10 @@
 """One window's accumulators, and the snapshot a closed window leaves behind.
 
 A window keeps one slot per series (the aggregator's dense index) in numpy columns:
-weighted sum and count, raw min, max and last value, whether the series was touched, and
-the distinct members of set series.  Closing a window hands its columns to a
-``WindowSnapshot``; nothing writes to them afterwards, so the snapshot can be turned into
-points in another thread while ingestion goes on into fresh columns.
+weighted sum and count, raw min, max and last value, when the last value arrived, whether
+the series was touched, and the distinct members of set series.  Closing a window hands its
+columns to a ``WindowSnapshot``; nothing writes to them afterwards, so the snapshot can be
+turned into points while ingestion goes on into fresh columns.
 
 Only this module and ``gateway.aggregator`` import numpy; ``WindowSnapshot.rows`` yields
 plain Python numbers.
@@ -30,7 +30,7 @@ Stats = tuple[float, float | None, float, float, float, float]
 class Window:
     """Columns for the samples of one window ``[start, start + length)``."""
 
-    __slots__ = ("count", "last", "max", "min", "sets", "start", "sum", "touched")
+    __slots__ = ("count", "last", "last_at", "max", "min", "sets", "start", "sum", "touched")
 
     def __init__(self, start: int, capacity: int) -> None:
         self.start = start
@@ -39,6 +39,7 @@ class Window:
         self.min: Floats = np.full(capacity, np.inf)
         self.max: Floats = np.full(capacity, -np.inf)
         self.last: Floats = np.zeros(capacity)
+        self.last_at: Floats = np.zeros(capacity)
         self.touched = np.zeros(capacity, dtype=bool)
         self.sets: dict[int, set[bytes]] = {}
 
@@ -51,10 +52,15 @@ class Window:
         self.min = np.concatenate([self.min, np.full(extra, np.inf)])
         self.max = np.concatenate([self.max, np.full(extra, -np.inf)])
         self.last = np.concatenate([self.last, np.zeros(extra)])
+        self.last_at = np.concatenate([self.last_at, np.zeros(extra)])
         self.touched = np.concatenate([self.touched, np.zeros(extra, dtype=bool)])
 
-    def add(self, idx: Indices, values: Floats, weights: Floats) -> None:
-        """Fold samples in arrival order: ``sum += w*v``, ``count += w``, raw min/max/last."""
+    def add(self, idx: Indices, values: Floats, weights: Floats, arrived_at: float) -> None:
+        """Fold samples in arrival order: ``sum += w*v``, ``count += w``, raw min/max/last.
+
+        ``arrived_at`` is the batch's arrival time: it orders the last values of workers
+        that each saw part of a series (``gateway.merge``).
+        """
         np.add.at(self.sum, idx, weights * values)
         np.add.at(self.count, idx, weights)
         np.minimum.at(self.min, idx, values)
@@ -62,6 +68,7 @@ class Window:
         # The last sample of each series: the first occurrence in the reversed order.
         series, first = np.unique(idx[::-1], return_index=True)
         self.last[series] = values[::-1][first]
+        self.last_at[series] = arrived_at
         self.touched[idx] = True
 
     def add_members(self, idx: list[int], members: list[bytes]) -> None:
@@ -80,7 +87,9 @@ class WindowSnapshot:
     """What one closed window reports: one row per series, as columns.
 
     ``held`` rows are gauges that were not updated in the window but are still live; they
-    report their value as of the window's end with a count of 0.
+    report their value as of the window's end with a count of 0.  ``last_at`` is when each
+    row's last value arrived and ``members`` the members of each set row (by row position):
+    what merging the windows of several workers needs (``gateway.merge``).
     """
 
     start: int
@@ -91,7 +100,9 @@ class WindowSnapshot:
     min: Floats
     max: Floats
     last: Floats
+    last_at: Floats
     distinct: npt.NDArray[np.int64]
+    members: dict[int, set[bytes]]
     held_keys: list[SeriesKey]
     held_values: Floats
 

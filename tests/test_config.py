@@ -409,6 +409,8 @@ def test_describe() -> None:
     assert describe(settings) == [
         "udp = off",
         "udp_rcvbuf = 8388608",
+        "workers = 1",
+        "event_loop = auto",
         "unix = (none)",
         "unix_mode = 0622",
         "http = 0.0.0.0:9102",
