@@ -13,6 +13,7 @@ Standard library only; never imports ``gateway`` (the gateway runs in its own pr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -78,31 +79,66 @@ class UdpSocket:
     """Datagrams the kernel dropped for this socket (receive buffer full), since it was bound."""
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (``--workers`` processes), from /proc."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
 def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of process ``pid`` so far, from /proc/PID/stat."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """utime + stime of process ``pid`` and its descendants so far, from /proc/PID/stat."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            text = Path(f"/proc/{member}/stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
 
 
 def process_memory(pid: int) -> Memory:
-    """VmRSS and VmHWM of process ``pid``."""
-    values: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0])
-    return Memory(values["VmRSS"], values["VmHWM"])
+    """VmRSS and VmHWM of process ``pid`` and its descendants, summed."""
+    rss = hwm = 0
+    for member in process_tree(pid):
+        try:
+            lines = Path(f"/proc/{member}/status").read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            key, _, rest = line.partition(":")
+            if key == "VmRSS":
+                rss += int(rest.split()[0])
+            elif key == "VmHWM":
+                hwm += int(rest.split()[0])
+    return Memory(rss, hwm)
 
 
 def udp_socket(port: int) -> UdpSocket | None:
-    """The UDP socket bound to 127.0.0.1:``port``, or None."""
+    """The UDP socket(s) bound to 127.0.0.1:``port``, summed, or None.
+
+    With ``--workers`` several sockets share the port (SO_REUSEPORT).
+    """
     suffix = f":{port:04X}"
+    found = []
     for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
         fields = line.split()
         if fields[1].endswith(suffix) and fields[1].startswith("0100007F"):
-            return UdpSocket(int(fields[4].split(":")[1], 16), int(fields[12]))
-    return None
+            found.append(UdpSocket(int(fields[4].split(":")[1], 16), int(fields[12])))
+    if not found:
+        return None
+    return UdpSocket(sum(f.queued_bytes for f in found), sum(f.drops for f in found))
 
 
 def kernel_rcvbuf(port: int) -> int | None:

@@ -122,6 +122,7 @@ def settle_on(count: Callable[[], float], queued: Callable[[], int | None], limi
 def step(gw: GatewayProcess, rate: float, args: argparse.Namespace) -> Row:
     extra = ["--shape", args.shape, "--series", str(args.series), "--rate", str(rate)]
     extra += ["--seconds", str(args.seconds), "--processes", str(args.processes)]
+    extra += ["--sockets", str(args.sockets)]
     before = gw.metrics()
     ledger, usage = loadgen(gw, extra, timeout=args.seconds + 60)
     after, queued = settle(gw, args.settle)
@@ -331,6 +332,9 @@ def arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--shape", choices=["packed", "single"], default="packed")
     ap.add_argument("--series", type=int, default=1000, help="distinct series in the ladder")
     ap.add_argument("--processes", type=int, default=1, help="load generator senders")
+    ap.add_argument(
+        "--sockets", type=int, default=1, help="source ports per sender (spread over --workers)"
+    )
     ap.add_argument("--window", type=int, default=60)
     ap.add_argument("--settle", type=float, default=3.0, help="max wait after each step, s")
     ap.add_argument("--series-rss", type=_ints, help="e.g. 10000,100000: memory mode")

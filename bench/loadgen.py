@@ -56,6 +56,8 @@ class Plan:
     """Lines per second for this sender; 0 means as fast as possible."""
     seconds: float
     once: bool
+    sockets: int = 1
+    """Connected sockets (source ports) used in turn."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,14 +88,20 @@ def parse_target(text: str) -> tuple[str, int]:
 def send(pool: Pool, plan: Plan) -> Sent:
     """Send datagrams from ``pool`` as ``plan`` says; the hot loop of the generator."""
     family = socket.AF_INET6 if ":" in plan.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-    sock.connect((plan.host, plan.port))
+    socks = []
+    for _ in range(plan.sockets):
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        sock.connect((plan.host, plan.port))
+        socks.append(sock)
+    # Several source ports: the kernel spreads SO_REUSEPORT receivers (--workers) by them.
+    sends = [s.send for s in socks]
+    k = len(sends)
     datagrams = [pool.datagrams[i] for i in plan.order]
     lines = [pool.tallies[i].lines for i in plan.order]
     m = len(datagrams)
     failed: dict[int, int] = {}
-    sock_send = sock.send
+    sock_send = sends[0]
     clock = time.monotonic
     rate = plan.rate
     cpu_start = time.process_time()
@@ -115,6 +123,8 @@ def send(pool: Pool, plan: Plan) -> Sent:
             due = sent_lines + 10_000
         # A burst: send until caught up with the schedule (checked every datagram).
         while sent_lines < due:
+            if k > 1:
+                sock_send = sends[attempts % k]
             try:
                 sock_send(datagrams[j])
             except OSError:
@@ -130,7 +140,8 @@ def send(pool: Pool, plan: Plan) -> Sent:
             break
     elapsed = clock() - start
     cpu = time.process_time() - cpu_start
-    sock.close()
+    for sock in socks:
+        sock.close()
     tally = _tally(pool, plan.order, attempts, failed)
     return Sent(tally, attempts, sum(failed.values()), elapsed, cpu)
 
@@ -160,7 +171,7 @@ def plans(pool: Pool, args: argparse.Namespace, host: str, port: int) -> list[Pl
         else:
             offset = k * m // p
             order = list(range(offset, m)) + list(range(offset))
-        result.append(Plan(host, port, order, args.rate / p, args.seconds, args.once))
+        result.append(Plan(host, port, order, args.rate / p, args.seconds, args.once, args.sockets))
     return [plan for plan in result if len(plan.order)]
 
 
@@ -220,6 +231,7 @@ def arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--rate", type=float, default=0.0, help="lines/s offered; 0 = unlimited")
     ap.add_argument("--seconds", type=float, default=10.0, help=f"at most {MAX_SECONDS:.0f}")
     ap.add_argument("--processes", type=int, default=1)
+    ap.add_argument("--sockets", type=int, default=1, help="source ports per sender, in turn")
     ap.add_argument("--datagram-bytes", type=int, default=1400, help="packed datagram size")
     ap.add_argument("--pool-lines", type=int, default=65536, help="minimum lines in the pool")
     ap.add_argument("--once", action="store_true", help="send the pool exactly once")
