@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway import window_state
 from gateway.aggregator import Aggregator
-from gateway.batches import Body, pack
+from gateway.batches import Body, Packer
 from gateway.clock import Clock, SystemClock
 from gateway.config import Settings
 from gateway.delivery import Delivery
@@ -137,13 +137,13 @@ class Gateway:
     async def _report_one(self, snapshot: WindowSnapshot, figures: Cardinality) -> None:
         """Turn one closed window (this process's, or merged from workers) into bodies."""
         started = self.clock.monotonic()
-        bodies, built = await self._encode(snapshot)
+        bodies, built, points = await self._encode(snapshot)
         m = self.metrics
         m.window_close_seconds.observe(self.clock.monotonic() - started)
         m.windows_closed.inc()
         m.live_series.set(figures.live)
         self._report_cardinality(figures.created, figures.refused)
-        m.points_built.inc(len(built.points))
+        m.points_built.inc(points)
         m.values_clamped.inc(built.clamped)
         if built.invalid:
             m.points_dropped.labels("invalid").inc(built.invalid)
@@ -162,7 +162,7 @@ class Gateway:
             "window closed start=%d series=%d points=%d requests=%d",
             snapshot.start,
             len(snapshot),
-            len(built.points),
+            points,
             len(bodies),
         )
 
@@ -190,7 +190,7 @@ class Gateway:
                 ", ".join(f"{name}={count}" for name, count in created.most_common(5)),
             )
 
-    async def _encode(self, snapshot: WindowSnapshot) -> tuple[list[Body], BuildResult]:
+    async def _encode(self, snapshot: WindowSnapshot) -> tuple[list[Body], BuildResult, int]:
         """Turn a closed window into bodies in slices, letting intake run between them.
 
         Not in a worker thread: a CPU-bound thread holds the GIL, and the event loop, which
@@ -201,13 +201,19 @@ class Gateway:
         arrived meanwhile (a single turn reads only a few dozen datagrams, so yielding
         once was not enough: the benchmark still lost 12 % at the close).
         """
-        built = BuildResult()
+        built, packer, points = BuildResult(), Packer(), 0
+        bodies: list[Body] = []
         rows = snapshot.rows()
         now = self.clock.time()
         while chunk := list(itertools.islice(rows, ENCODE_SLICE)):
             self._builder.build(chunk, snapshot.start, now=now, into=built)
+            # Packed as they come: all points and all bodies are never held at once.
+            points += len(built.points)
+            bodies.extend(packer.feed(built.points))
+            built.points.clear()
             await asyncio.sleep(ENCODE_PAUSE)
-        return list(pack(built.points)), built
+        bodies.extend(packer.finish())
+        return bodies, built, points
 
     def readiness(self) -> tuple[bool, str]:
         if self._state != "ready":
