@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from gateway.client import JDCloudClient
 from gateway.clock import SystemClock
@@ -22,6 +22,8 @@ from gateway.config import ConfigError, Settings, describe, load_config
 from gateway.credentials import CredentialsError, load_credentials, masked
 from gateway.errors import GatewayError
 from gateway.logs import setup_logging
+from gateway.loops import event_loop
+from gateway.malloc import tune_allocator
 from gateway.serve import serve
 from gateway.signer import Credentials
 from gateway.sinks import ApiSink, Sink, StdoutSink
@@ -59,11 +61,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _refuse([_NO_CREDENTIALS.format(endpoint=settings.endpoint)])
     if settings.spool_dir and (problem := _spool_problem(settings.spool_dir)):
         return _refuse([problem])
+    loop = event_loop(settings.event_loop)
+    if isinstance(loop, str):
+        return _refuse([loop])
     if loaded.check_config:
         print("\n".join([*describe(settings), _describe_credentials(credentials)]))
         return EXIT_OK
+    tune_allocator(os.environ)
+    logger.info("event loop: %s", loop.description)
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with asyncio.Runner(loop_factory=loop.factory) as runner:
             runner.run(_serve(settings, credentials))
     except GatewayError as exc:  # a listener, the spool: one line, exit 2
         return _refuse([str(exc)])
@@ -100,17 +107,6 @@ def _spool_problem(directory: str) -> str | None:
     if not os.access(directory, os.W_OK | os.X_OK):
         return f"--spool-dir {directory}: not writable by this user"
     return None
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when it is installed (a dependency on Linux), else asyncio's own loop."""
-    try:
-        import uvloop
-    except ImportError:
-        logger.info("event loop: asyncio (uvloop is not installed)")
-        return None
-    logger.info("event loop: uvloop")
-    return uvloop.new_event_loop
 
 
 def _describe_credentials(credentials: Credentials | None) -> str:

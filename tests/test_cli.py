@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
 import pytest
 
-from tests.processes import run_cli
+from gateway.malloc import glibc_version
+from tests.processes import run_cli, start_gateway
 
 
 def _problems(stderr: str) -> list[str]:
@@ -125,3 +127,67 @@ def test_check_config_refuses_a_spool_dir_it_cannot_create() -> None:
         "statsd-gateway: --spool-dir /proc/no-such/spool: cannot create it: "
         "No such file or directory"
     ]
+
+
+def _without_uvloop(tmp_path: Path) -> dict[str, str]:
+    """An environment in which ``import uvloop`` fails, as on a machine without it."""
+    (tmp_path / "uvloop.py").write_text('raise ImportError("hidden by the test")\n')
+    return {"PYTHONPATH": str(tmp_path)}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["--event-loop", "uvloop"], id="run"),
+        pytest.param(["--event-loop", "uvloop", "--check-config"], id="check-config"),
+    ],
+)
+def test_event_loop_uvloop_without_uvloop_exits_2(tmp_path: Path, args: list[str]) -> None:
+    done = run_cli(
+        "--endpoint",
+        "stdout",
+        "--udp",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        *args,
+        env=_without_uvloop(tmp_path),
+    )
+    assert done.returncode == 2
+    assert _problems(done.stderr) == [
+        "statsd-gateway: --event-loop uvloop: uvloop is not installed (pip install uvloop)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("choice", "hide_uvloop", "env", "logged"),
+    [
+        pytest.param("auto", False, {}, "event loop: uvloop", id="auto-uvloop"),
+        pytest.param(
+            "auto", True, {}, "event loop: asyncio (uvloop is not installed)", id="auto-fallback"
+        ),
+        pytest.param("uvloop", False, {}, "event loop: uvloop", id="uvloop"),
+        pytest.param(
+            "asyncio", False, {}, "event loop: asyncio (--event-loop asyncio)", id="asyncio"
+        ),
+        pytest.param(
+            "asyncio",
+            False,
+            {"GATEWAY_MALLOC_TUNING": "0"},
+            "allocator: defaults kept (switched off)",
+            id="malloc-tuning-off",
+        ),
+    ],
+)
+def test_event_loop_and_allocator_are_logged(
+    tmp_path: Path, choice: str, hide_uvloop: bool, env: dict[str, str], logged: str
+) -> None:
+    if hide_uvloop:
+        env = {**env, **_without_uvloop(tmp_path)}
+    gw = start_gateway("stdout", "--event-loop", choice, env=env)
+    try:
+        gw.wait_for(re.compile(re.escape(logged)))
+        if "GATEWAY_MALLOC_TUNING" not in env and glibc_version() is not None:
+            gw.wait_for(re.compile(r"allocator: glibc \S+ mmap_threshold=1048576 "))
+    finally:
+        assert gw.stop() == 0
