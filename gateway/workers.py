@@ -20,6 +20,7 @@ import contextlib
 import functools
 import gc
 import logging
+import os
 import pickle
 import signal
 import socket
@@ -36,6 +37,7 @@ from gateway.intake import Intake
 from gateway.listener import DatagramListener, stop_receiving
 from gateway.logs import setup_logging
 from gateway.loops import event_loop
+from gateway.malloc import tune_allocator
 from gateway.metrics import CounterTotals, GatewayMetrics
 from gateway.window import WindowSnapshot
 
@@ -89,6 +91,7 @@ def worker_main(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     setup_logging(settings.log_level, settings.log_format)
+    tune_allocator(os.environ)  # a spawned worker is a fresh interpreter
     gc.set_threshold(100_000, 50, 100)  # as in gateway.serve: intake allocates a lot
     gc.freeze()
     loop = event_loop(settings.event_loop)
