@@ -98,15 +98,24 @@ def loadgen(gw: Receiver, extra: list[str], timeout: float) -> tuple[Row, Row]:
 
 
 def settle(gw: GatewayProcess, limit: float) -> tuple[Metrics, int | None]:
-    """Wait until the line counter has not moved for 0.3 s and the receive queue is empty,
-    at most ``limit`` s; returns the last metrics and the bytes still queued."""
+    """Wait until the line counter has not moved for 1.5 s and the receive queue is empty,
+    at most ``limit`` s; returns the last metrics and the bytes still queued.
+
+    1.5 s: with ``--workers`` the parent's counters move once a second (each worker's
+    progress report), so a shorter quiet spell could end a step before its last lines
+    were counted."""
     settle_on(lambda: gw.metrics()[LINES], gw.udp_queued_bytes, limit)
     return gw.metrics(), gw.udp_queued_bytes()
 
 
-def settle_on(count: Callable[[], float], queued: Callable[[], int | None], limit: float) -> None:
-    """Poll every 0.1 s until ``count()`` has not moved for 0.3 s and ``queued()`` is empty,
-    at most ``limit`` s (any receiver: the gateway's /metrics, etsy statsd's counters)."""
+def settle_on(
+    count: Callable[[], float],
+    queued: Callable[[], int | None],
+    limit: float,
+    quiet: float = 1.5,
+) -> None:
+    """Poll every 0.1 s until ``count()`` has not moved for ``quiet`` s and ``queued()`` is
+    empty, at most ``limit`` s (any receiver: the gateway's /metrics, etsy's counters)."""
     deadline = time.monotonic() + limit
     last = count()
     still = 0
@@ -115,7 +124,7 @@ def settle_on(count: Callable[[], float], queued: Callable[[], int | None], limi
         now = count()
         still = still + 1 if now == last and not queued() else 0
         last = now
-        if still >= 3:
+        if still * 0.1 >= quiet:
             break
 
 
