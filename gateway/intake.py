@@ -21,6 +21,9 @@ from gateway.series import SeriesNamer
 
 logger = logging.getLogger(__name__)
 
+MIN_PARSER_CACHE = 262_144
+"""Repeated lines cached by the parser, at least; more when --max-series is larger."""
+
 
 class Intake:
     def __init__(self, settings: Settings, metrics: GatewayMetrics, now: float) -> None:
@@ -30,7 +33,9 @@ class Intake:
             max_dimensions=settings.max_dimensions,
             max_dimension_bytes=settings.max_dimension_bytes,
         )
-        self.parser = Parser(namer)
+        # One cache entry per live series: a series that misses the cache costs about ten
+        # times as much to parse, so a cache smaller than the series budget is a cliff.
+        self.parser = Parser(namer, cache_size=max(MIN_PARSER_CACHE, settings.max_series))
         self.aggregator = Aggregator(
             window=settings.window,
             grace=settings.window_grace,

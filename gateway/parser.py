@@ -79,6 +79,11 @@ class Parser:
         self._cache: dict[tuple[bytes, bytes], tuple[SeriesKey, int, float, tuple[str, ...]]] = {}
         self._cache_size = cache_size
 
+    @property
+    def cache_size(self) -> int:
+        """Most repeated lines kept; past it the oldest quarter is dropped."""
+        return self._cache_size
+
     def parse(self, datagrams: Iterable[bytes]) -> ParsedBatch:
         """Parse every line of ``datagrams``; samples keep their arrival order."""
         out = ParsedBatch()
