@@ -289,6 +289,11 @@ class Gateway:
     async def _run_workers(self, pool: WorkerPool, stop: asyncio.Event) -> None:
         """``--workers N``: the workers receive and aggregate; this process merges, reports
         and delivers.  At a stop every window is reported (the open one is not saved)."""
+        if self._spool is not None:
+            logger.warning(
+                "--workers with --spool-dir: pending bodies are spooled, but the open window "
+                "is reported at a stop rather than saved (docs/delivery.md)"
+            )
         try:
             await pool.start()
         except BaseException:
@@ -303,14 +308,21 @@ class Gateway:
             self.settings.endpoint,
             self.settings.workers,
         )
-        await stop.wait()
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not stop.is_set():  # the pool's task ended on its own: a bug; stop, not run blind
+            logger.critical("the worker pool stopped unexpectedly: %r", serving.exception())
+            stop.set()
         logger.info("stopping: the workers drain intake and close the open window")
         self._state = "stopping"
-        await serving
+        with contextlib.suppress(Exception):
+            await serving  # what it raised is logged above
         self.delivery.begin_shutdown(self.settings.shutdown_timeout)
-        await delivering
-        await pool.stop()
-        await self._finish()
+        try:
+            await pool.stop()  # the workers' last windows are merged and queued
+        finally:
+            await delivering
+            await self._finish()
 
     async def _finish(self) -> None:
         await self.delivery.finish(self.settings.shutdown_timeout)

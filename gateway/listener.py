@@ -28,6 +28,7 @@ import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import asyncio_dgram
 
@@ -91,12 +92,7 @@ def open_udp_socket(
     With ``reuse_port`` several sockets bind the same port (``--workers``); the kernel
     spreads datagrams over them by a hash of the sender's address and port.
     """
-    try:
-        family, _, _, _, sockaddr = socket.getaddrinfo(
-            address.host, address.port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
-        )[0]
-    except socket.gaierror as exc:
-        raise StartupError(f"--udp {address}: cannot resolve host: {exc.strerror}") from None
+    family, sockaddr = _resolve(address)
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         if reuse_port:
@@ -108,6 +104,33 @@ def open_udp_socket(
         raise StartupError(f"--udp {address}: cannot bind: {exc.strerror or exc}") from None
     sock.setblocking(False)
     return sock, granted
+
+
+def probe_udp_port(address: Address) -> int:
+    """The port ``address`` names (port 0: one the kernel picks), checked to be free.
+
+    Bound without ``SO_REUSEPORT``, which fails while any other socket holds the port, with
+    or without ``SO_REUSEPORT``: so a second gateway with ``--workers`` is refused instead
+    of quietly taking a share of the traffic.
+    """
+    family, sockaddr = _resolve(address)
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(sockaddr)
+        except OSError as exc:
+            raise StartupError(f"--udp {address}: cannot bind: {exc.strerror or exc}") from None
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _resolve(address: Address) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
+    try:
+        family, _, _, _, sockaddr = socket.getaddrinfo(
+            address.host, address.port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise StartupError(f"--udp {address}: cannot resolve host: {exc.strerror}") from None
+    return family, sockaddr
 
 
 def _enlarge_receive_buffer(sock: socket.socket, wanted: int, name: str) -> int:

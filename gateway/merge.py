@@ -131,6 +131,7 @@ class Merger:
         self._next = first_start
         self._parts: dict[int, list[WindowSnapshot]] = {}
         self._gauges: dict[SeriesKey, tuple[float, int]] = {}
+        self._late = 0
 
     def add(self, part: WindowSnapshot) -> None:
         self._parts.setdefault(part.start, []).append(part)
@@ -158,9 +159,17 @@ class Merger:
             if len(merged.snapshot):  # a window with nothing to report is not reported
                 out.append(merged)
             self._next = start + self.length
-        for stale in [s for s in self._parts if s < self._next]:  # |T parts already merged
-            del self._parts[stale]
+        for stale in [s for s in self._parts if s < self._next]:  # came after their merge
+            for part in self._parts.pop(stale):
+                self._late += int(part.count.sum()) + len(part.members)
         return out
+
+    def take_late(self) -> int:
+        """Samples (weighted; set members) of parts that came after their window was merged,
+        since the last call.  The pool waits for every worker, so this stays 0 unless a
+        worker's progress report was wrong."""
+        late, self._late = self._late, 0
+        return late
 
     def _merge_one(self, start: int) -> Merged:
         parts = self._parts.pop(start, [])

@@ -182,6 +182,10 @@ class GatewayMetrics:
                 (made.labels(*labels) if labels else made).inc(delta)
             seen[(name, labels)] = value
 
+    def forget(self, source: int) -> None:
+        """A worker was started again: its next totals count from zero."""
+        self._seen.pop(source, None)
+
     def watch_kernel_drops(self, read: Callable[[], int | None]) -> None:
         """Expose the kernel's drop count for the UDP socket, read at scrape time."""
         self.registry.register(_KernelDrops(read))

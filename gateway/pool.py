@@ -32,7 +32,7 @@ from multiprocessing.process import BaseProcess
 from gateway.clock import Clock
 from gateway.config import Settings
 from gateway.errors import StartupError
-from gateway.listener import kernel_drops, open_udp_socket, open_unix_socket
+from gateway.listener import kernel_drops, open_udp_socket, open_unix_socket, probe_udp_port
 from gateway.merge import Merger
 from gateway.metrics import GatewayMetrics
 from gateway.options import Address
@@ -46,6 +46,10 @@ START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 """Seconds the workers get to drain their sockets and send their last windows."""
 RESTART_PAUSE = 1.0
+"""Seconds before a worker that died is started again; doubled (up to 30 s) while it keeps
+dying before it reports progress."""
+STALL_AFTER = 30.0
+"""A worker silent this long (it reports every second) is killed and started again."""
 
 
 @dataclass(slots=True)
@@ -64,9 +68,12 @@ Report = Callable[[WindowSnapshot, Cardinality], Awaitable[None]]
 class _Child:
     process: BaseProcess
     conn: Connection
+    heard_at: float
+    """Monotonic time of its last message."""
     open_from: int | None = None
     ready: bool = False
     done: bool = False
+    pause: float = RESTART_PAUSE
 
 
 class WorkerPool:
@@ -87,6 +94,7 @@ class WorkerPool:
         )
         self._cardinality: dict[int, Cardinality] = {}
         self._stopping = False
+        self._restarts: set[asyncio.Task[None]] = set()
         self.address = ""
 
     def _window_start(self, t: float) -> int:
@@ -98,14 +106,13 @@ class WorkerPool:
         """Open every worker's sockets; raises StartupError (exit 2) when one cannot be."""
         s = self.settings
         try:
+            # One port for all, chosen once (when 0 was asked) and checked to be free.
+            udp_address = s.udp and Address(s.udp.host, probe_udp_port(s.udp))
             for worker in range(s.workers):
                 mine: list[tuple[str, socket.socket]] = []
                 self._sockets.append(mine)
-                if s.udp is not None:
-                    address = s.udp
-                    if worker > 0:  # the same port as worker 0's, even when 0 was asked
-                        address = Address(s.udp.host, self._sockets[0][0][1].getsockname()[1])
-                    udp, granted = open_udp_socket(address, s.udp_rcvbuf, reuse_port=True)
+                if udp_address is not None:
+                    udp, granted = open_udp_socket(udp_address, s.udp_rcvbuf, reuse_port=True)
                     mine.append(("udp", udp))
                     self.metrics.udp_rcvbuf.set(granted)
                 if s.unix is not None and worker == 0:
@@ -142,6 +149,7 @@ class WorkerPool:
             except TimeoutError:
                 raise StartupError("--workers: a worker did not start in time") from None
             if message is None:
+                self._children[worker].done = True
                 raise StartupError(f"--workers: worker {worker} exited while starting")
             await self._handle(worker, message)
         logger.info("workers started count=%d", len(self._children))
@@ -156,7 +164,8 @@ class WorkerPool:
         )
         process.start()
         child_end.close()
-        self._children[worker] = _Child(process, parent_end)
+        self.metrics.forget(worker)  # the new process counts from zero
+        self._children[worker] = _Child(process, parent_end, heard_at=self.clock.monotonic())
         threading.Thread(
             target=self._read, args=(worker, parent_end, asyncio.get_running_loop()), daemon=True
         ).start()
@@ -174,22 +183,25 @@ class WorkerPool:
                 return
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Take in the workers' messages until ``stop`` is set."""
+        """Take in the workers' messages until ``stop`` is set; restart silent workers."""
         waiting = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
                 getting = asyncio.create_task(self._inbox.get())
-                await asyncio.wait({getting, waiting}, return_when=asyncio.FIRST_COMPLETED)
-                if not getting.done():
+                await asyncio.wait({getting, waiting}, timeout=1.0, return_when="FIRST_COMPLETED")
+                if getting.done():
+                    await self._handle(*getting.result())
+                else:
                     getting.cancel()
-                    break
-                await self._handle(*getting.result())
+                self._kill_stalled()
         finally:
             waiting.cancel()
 
     async def stop(self) -> None:
         """Ask every worker to stop, take in their last windows and report everything."""
         self._stopping = True
+        for task in self._restarts:
+            task.cancel()
         for child in self._children.values():
             with contextlib.suppress(OSError):
                 child.conn.send(STOP)
@@ -204,15 +216,22 @@ class WorkerPool:
                 break
             await self._handle(worker, message)
         for child in self._children.values():
-            await asyncio.to_thread(child.process.join, 5.0)
-            if child.process.is_alive():
-                child.process.kill()
+            await self._reap(child)
             child.conn.close()
-        await self._report_before(None)
+        now = self._window_start(self.clock.time())  # through the current window, whose held
+        await self._report_before(max(self._merger.last_start(), now) + self.settings.window)
         self.close_sockets()
+
+    async def _reap(self, child: _Child) -> None:
+        """Wait for a worker to exit; kill it if it does not."""
+        await asyncio.to_thread(child.process.join, 5.0)
+        if child.process.is_alive():
+            child.process.kill()
+            await asyncio.to_thread(child.process.join, 5.0)
 
     async def _handle(self, worker: int, message: Message | None) -> None:
         child = self._children[worker]
+        child.heard_at = self.clock.monotonic()
         if message is None:
             await self._lost(worker, child)
         elif isinstance(message, Closed):
@@ -220,10 +239,14 @@ class WorkerPool:
             self._count(message)
         elif isinstance(message, Progress):
             child.open_from = message.open_from
+            child.pause = RESTART_PAUSE  # it works: a later death restarts it quickly
             self.metrics.add_totals(worker, message.totals)
-            await self._report_before(self._merge_limit())
+            limit = self._merge_limit()
+            if limit is not None:
+                await self._report_before(limit)
         elif isinstance(message, Done):
             child.done = True
+            self._count_ready()
         elif isinstance(message, Ready):
             child.ready = True
             self._count_ready()
@@ -239,43 +262,71 @@ class WorkerPool:
         ready = sum(c.ready and not c.done for c in self._children.values())
         self.metrics.workers_ready.set(ready)
 
+    def _kill_stalled(self) -> None:
+        """A worker that has said nothing for STALL_AFTER seconds (it reports every second)
+        holds back every window: kill it, and it is started again like one that died."""
+        now = self.clock.monotonic()
+        for worker, child in self._children.items():
+            if not child.done and now - child.heard_at > STALL_AFTER and child.process.is_alive():
+                logger.error(
+                    "worker %d silent for %.0f s: killing it", worker, now - child.heard_at
+                )
+                child.process.kill()
+                child.heard_at = now  # once; its end of the pipe closing does the rest
+
     async def _lost(self, worker: int, child: _Child) -> None:
         child.done = True
         self._count_ready()
         if self._stopping:
             return
-        await asyncio.to_thread(child.process.join, 5.0)
+        await self._reap(child)
+        child.conn.close()
+        # Doubling pauses while it dies before reporting progress (a crash at start).
+        pause = child.pause if child.open_from is not None else min(child.pause * 2, 30.0)
         logger.error(
-            "worker %d exited (exit code %s); what it had not reported is lost; starting it again",
+            "worker %d exited (exit code %s); what it had not reported is lost; "
+            "starting it again in %.0f s",
             worker,
             child.process.exitcode,
+            pause,
         )
         self.metrics.worker_restarts.inc()
-        child.conn.close()
-        await asyncio.sleep(RESTART_PAUSE)
-        self._spawn(worker)
-        await self._report_before(self._merge_limit())
+        task = asyncio.create_task(self._restart_later(worker, pause))
+        self._restarts.add(task)
+        task.add_done_callback(self._restarts.discard)
+        limit = self._merge_limit()  # the others may now be complete
+        if limit is not None:
+            await self._report_before(limit)
+
+    async def _restart_later(self, worker: int, pause: float) -> None:
+        await asyncio.sleep(pause)
+        if not self._stopping:
+            self._spawn(worker)
+            self._children[worker].pause = pause
 
     def _merge_limit(self) -> int | None:
-        """Windows before this start are complete: every live worker has moved past them."""
+        """Windows before this start are complete: every live worker has moved past them.
+        None while a live worker has not reported its progress yet."""
         froms = [c.open_from for c in self._children.values() if not c.done]
         if not froms or any(f is None for f in froms):
             return None
         return min(f for f in froms if f is not None)
 
-    async def _report_before(self, limit: int | None) -> None:
-        """Report every merged window before ``limit`` (None at the end: all of them)."""
-        if limit is None and not self._stopping:
-            return
-        if limit is None:  # through the current window, whose held gauges are reported too
-            now = self._window_start(self.clock.time())
-            limit = max(self._merger.last_start(), now) + self.settings.window
+    async def _report_before(self, limit: int) -> None:
+        """Report every merged window that starts before ``limit``."""
         for merged in self._merger.merge_before(limit):
             start = merged.snapshot.start
             figures = self._cardinality.pop(start, Cardinality())
             if merged.conflicts:
                 self.metrics.samples_dropped.labels("type_conflict").inc(merged.conflicts)
-            await self._report(merged.snapshot, figures)
+            try:
+                await self._report(merged.snapshot, figures)
+            except Exception:  # a bug must not stop later windows from being reported
+                logger.exception("reporting merged window start=%d failed", start)
+        late = self._merger.take_late()
+        if late:
+            self.metrics.samples_dropped.labels("late").inc(late)
+            logger.warning("a worker's samples came after their window was reported: %d", late)
 
 
 def _total_drops(sockets: list[socket.socket]) -> int | None:

@@ -96,8 +96,11 @@ def worker_main(
     gc.freeze()
     loop = event_loop(settings.event_loop)
     factory = None if isinstance(loop, str) else loop.factory  # the parent checked it
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(_Worker(worker, settings, sockets, conn).run())
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(_Worker(worker, settings, sockets, conn).run())
+    except (BrokenPipeError, ConnectionResetError):  # the parent is gone: nobody to report to
+        logger.warning("worker %d: the parent process is gone; exiting", worker)
 
 
 class _Worker:
@@ -160,6 +163,8 @@ class _Worker:
             live = self.aggregator.live_series
             await self._send(Closed(self.worker, snapshot, live, created, refused))
         await self._send_progress()
+        if snapshots:
+            gc.freeze()  # as in gateway.app: what survives a window leaves the collector's scans
 
     async def _send_progress(self) -> None:
         totals = self.metrics.counter_totals()

@@ -186,3 +186,15 @@ def test_the_last_value_is_the_one_that_arrived_last() -> None:
     for parts in ([early, late], [late, early]):
         snapshot = merge(0, parts).snapshot
         assert snapshot.last[snapshot.keys.index(("x", ()))] == 42.0
+
+
+def test_a_part_that_comes_after_its_window_was_merged_is_counted_as_late() -> None:
+    merger = Merger(length=60, gauge_ttl=3600, first_start=0)
+    merger.add(part(["x"], [Kind.COUNTER], [2], [1.0]))
+    [merged] = merger.merge_before(60)
+    assert merged.snapshot.keys == [("x", ())]
+    merger.add(part(["y", "z"], [Kind.COUNTER, Kind.TIMER], [3, 4], [2.0, 2.0]))
+    assert merger.merge_before(60) == []
+    assert merger.take_late() == 7
+    assert merger.take_late() == 0
+    assert merger.pending == 0

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
+from gateway.metrics import GatewayMetrics
 from tests.processes import GatewayProcess, run_cli, start_gateway
 
 pytestmark = pytest.mark.slow
@@ -137,6 +139,33 @@ def test_a_killed_worker_is_started_again_on_the_same_port() -> None:
         code = gw.stop()
     assert code == 0
     _check(_points(gw, "after"), "after")
+
+
+def test_a_second_gateway_with_workers_cannot_share_the_port() -> None:
+    """SO_REUSEPORT would let it bind and take half the traffic: the probe refuses it."""
+    gw = _start_workers()
+    try:
+        assert gw.udp is not None
+        done = run_cli(
+            *("--endpoint", "stdout", "--udp", f"127.0.0.1:{gw.udp[1]}"),
+            *("--http", "off", "--workers", "2"),
+        )
+    finally:
+        assert gw.stop() == 0
+    assert done.returncode == 2
+    problems = [line for line in done.stderr.splitlines() if line.startswith("statsd-gateway:")]
+    assert len(problems) == 1 and "cannot bind" in problems[0], done.stderr
+
+
+def test_a_restarted_workers_counters_are_added_from_zero() -> None:
+    metrics = GatewayMetrics(CollectorRegistry())
+    metrics.add_totals(0, {("lines_received", ()): 30.0, ("lines_rejected", ("bad_value",)): 3})
+    metrics.forget(0)  # worker 0 died; its replacement counts from zero
+    metrics.add_totals(0, {("lines_received", ()): 40.0, ("lines_rejected", ("bad_value",)): 5})
+    metrics.add_totals(0, {("lines_received", ()): 41.0, ("lines_rejected", ("bad_value",)): 5})
+    totals = metrics.counter_totals()
+    assert totals[("lines_received", ())] == 71
+    assert totals[("lines_rejected", ("bad_value",))] == 8
 
 
 def test_a_port_in_use_is_one_line_and_exit_2() -> None:
