@@ -168,15 +168,10 @@ class GatewayMetrics:
         return totals
 
     def add_totals(self, source: int, totals: CounterTotals) -> None:
-        """Add what a worker counted since its last report to these counters.
-
-        A total below the last one seen means the worker was started again: its new
-        total is all new.
-        """
+        """Add what a worker counted since its last report (``forget`` after a restart)."""
         seen = self._seen.setdefault(source, {})
         for (name, labels), value in totals.items():
-            before = seen.get((name, labels), 0.0)
-            delta = value - before if value >= before else value
+            delta = value - seen.get((name, labels), 0.0)
             if delta:
                 made = self._counters[name]
                 (made.labels(*labels) if labels else made).inc(delta)
