@@ -11,9 +11,14 @@ window with N series (snapshot, points, bodies).  Prints the median of the repea
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
+import sys
 import time
+
+# Measure the checkout this file is in, not whichever copy of ``gateway`` is installed.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from gateway.aggregator import Aggregator
 from gateway.batches import pack

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.parser import NO_TIMESTAMP, ParsedBatch
-from gateway.protocol import Kind, Op, SeriesKey
+from gateway.protocol import Kind, Op
 from gateway.series_index import SeriesIndex
 from gateway.window import Floats, Indices, Window, WindowSnapshot
 from gateway.window_state import AggregatorState
@@ -69,6 +69,10 @@ class Aggregator:
         self._gauge_closed_value: Floats = np.zeros(self._capacity)
         self._gauge_closed_start = np.full(self._capacity, _NONE, dtype=np.int64)
         self._windows: dict[int, Window] = {}
+        # Parser key ids -> slots, and back, for the parser generation they came from.
+        self._generation = 0
+        self._slot_of_id = np.full(1024, _NONE, dtype=np.intp)
+        self._id_of_slot = np.full(self._capacity, _NONE, dtype=np.intp)
         self._next_close = self.window_start(now)
         self._idle_before = self._next_close  # windows before this one with no samples: skip
 
@@ -109,16 +113,16 @@ class Aggregator:
 
     def add(self, batch: ParsedBatch, now: float) -> AddResult:
         result = AddResult()
-        n = len(batch.keys)
+        n = len(batch.key_ids)
         if n == 0:
             return result
-        idx = self._indices(batch.keys, result)
+        idx = self._indices(batch, result)
         refused = idx == _NONE
         result.over_budget = int(np.count_nonzero(refused))
         idx[refused] = 0  # never used: those samples are not kept
-        ops = np.array(batch.ops, dtype=np.int8)
-        values: Floats = np.array(batch.values, dtype=np.float64)
-        weights: Floats = np.array(batch.weights, dtype=np.float64)
+        ops = batch.ops
+        values: Floats = batch.values
+        weights: Floats = batch.weights
         starts, placed = self._place(batch.timestamps, n, now)
         result.late = int(np.count_nonzero(~placed & ~refused))
         keep = placed & ~refused
@@ -155,27 +159,49 @@ class Aggregator:
                 window.add_members(idx[sets].tolist(), picked)
         return result
 
-    def _indices(self, keys: list[SeriesKey], result: AddResult) -> Indices:
-        """The slot of each sample's series; ``_NONE`` for a new series over the budget."""
+    def _indices(self, batch: ParsedBatch, result: AddResult) -> Indices:
+        """The slot of each sample's series; ``_NONE`` for a new series over the budget.
+
+        The parser's key ids map to slots through one array, kept while the parser's key
+        table stays the same generation; only ids not yet mapped take a dict lookup, once
+        per batch each.
+        """
+        if batch.generation != self._generation:
+            self._generation = batch.generation
+            self._slot_of_id = np.full(1024, _NONE, dtype=np.intp)
+            self._id_of_slot[:] = _NONE
+        ids = batch.key_ids
+        top = int(ids.max())
+        if top >= len(self._slot_of_id):
+            extra = max(top + 1, 2 * len(self._slot_of_id)) - len(self._slot_of_id)
+            self._slot_of_id = np.concatenate(
+                [self._slot_of_id, np.full(extra, _NONE, dtype=np.intp)]
+            )
+        idx = self._slot_of_id[ids]
+        missing = idx == _NONE
+        if not missing.any():
+            return idx
         series = self._series
-        idx = np.fromiter(series.lookup(keys), dtype=np.intp, count=len(keys))
-        for pos in np.flatnonzero(idx == _NONE).tolist():
-            key = keys[pos]
+        unmapped, samples = np.unique(ids[missing], return_counts=True)
+        for key_id, count in zip(unmapped.tolist(), samples.tolist(), strict=True):
+            key = batch.key_table[key_id]
             found = series.get(key)
             if found is None:
-                found = series.register(key)
+                found = series.register(key, samples=count)
                 if found is None:
                     continue
                 result.new_series += 1
                 if found >= self._capacity:
                     self._grow(self._capacity * 2)
                 self._in_use[found] = True
-            idx[pos] = found
-        return idx
+            self._slot_of_id[key_id] = found
+            self._id_of_slot[found] = key_id
+        return self._slot_of_id[ids]
 
     def _grow(self, capacity: int) -> None:
         extra = capacity - self._capacity
         self._in_use = np.concatenate([self._in_use, np.zeros(extra, dtype=bool)])
+        self._id_of_slot = np.concatenate([self._id_of_slot, np.full(extra, _NONE, np.intp)])
         self._kind = np.concatenate([self._kind, np.full(extra, _NONE, dtype=np.int8)])
         self._gauge_value = np.concatenate([self._gauge_value, np.zeros(extra)])
         self._gauge_live = np.concatenate([self._gauge_live, np.zeros(extra, dtype=bool)])
@@ -188,7 +214,7 @@ class Aggregator:
         self._capacity = capacity
 
     def _place(
-        self, timestamps: list[int], n: int, now: float
+        self, timestamps: npt.NDArray[np.int64], n: int, now: float
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
         """The window start of each sample, and which samples are not late (CONTRACT 3).
 
@@ -198,7 +224,7 @@ class Aggregator:
         current = self.window_start(now)
         starts = np.full(n, current, dtype=np.int64)
         keep = np.ones(n, dtype=bool)
-        stamps = np.array(timestamps, dtype=np.int64)
+        stamps = timestamps
         stamped = stamps != NO_TIMESTAMP
         if stamped.any():
             own = (stamps // self.length) * self.length
@@ -333,6 +359,9 @@ class Aggregator:
         idle = np.flatnonzero(self._in_use[:n] & (self._kind[:n] == _NONE) & ~still_open)
         if len(idle):
             self._series.evict(idle.tolist())
+            ids = self._id_of_slot[idle]
+            self._slot_of_id[ids[ids != _NONE]] = _NONE
+            self._id_of_slot[idle] = _NONE
             self._in_use[idle] = False
             self._gauge_live[idle] = False
             self._gauge_value[idle] = 0.0
@@ -376,6 +405,8 @@ class Aggregator:
         self._capacity = capacity
         self._in_use = np.zeros(capacity, dtype=bool)
         self._in_use[:n] = [key is not None for key in state.keys]
+        self._generation = 0  # slots changed: map parser ids afresh
+        self._id_of_slot = np.full(capacity, _NONE, dtype=np.intp)
         self._kind = np.full(capacity, _NONE, dtype=np.int8)
         self._kind[:n] = state.kinds
         self._gauge_value = np.zeros(capacity)

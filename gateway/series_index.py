@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from itertools import repeat
 
 from gateway.protocol import SeriesKey
 
@@ -45,17 +44,14 @@ class SeriesIndex:
         """Slots ever allocated: the length of the aggregator's columns in use."""
         return len(self._keys)
 
-    def lookup(self, keys: Iterable[SeriesKey]) -> Iterable[int]:
-        """The slot of each key, or ``NONE`` when it has none (one dict lookup each)."""
-        return map(self._index.get, keys, repeat(NONE))
-
     def get(self, key: SeriesKey) -> int | None:
         return self._index.get(key)
 
-    def register(self, key: SeriesKey) -> int | None:
-        """A slot for a new series; None when the budget is full (the caller drops it)."""
+    def register(self, key: SeriesKey, samples: int = 1) -> int | None:
+        """A slot for a new series; None when the budget is full (the caller drops its
+        ``samples``, which are tallied as refused)."""
         if self.max_series is not None and len(self._index) >= self.max_series:
-            self.refused[prefix(key)] += 1
+            self.refused[prefix(key)] += samples
             return None
         if self._free:
             slot = self._free.pop()

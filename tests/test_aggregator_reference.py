@@ -98,9 +98,9 @@ def datagrams(rng: random.Random, lines: Sequence[str]) -> list[bytes]:
 class Pair:
     """The aggregator and the reference, driven in lockstep and compared at every step."""
 
-    def __init__(self, config: Config, now: float) -> None:
+    def __init__(self, config: Config, now: float, *, cache_size: int = 262_144) -> None:
         namer = SeriesNamer(HOST)
-        self.parser = Parser(namer)
+        self.parser = Parser(namer, cache_size=cache_size)
         self.agg = Aggregator(
             window=config.window, grace=config.grace, gauge_ttl=config.ttl, now=now
         )
@@ -152,11 +152,13 @@ def compare(got: list[WindowSnapshot], want: list[RefSnapshot], where: str) -> N
                     assert ok, f"{here} {series} {name}: got {a}, reference {b}"
 
 
-def play(seed: int, config: Config, *, steps: int, series: int, big: bool) -> None:
+def play(
+    seed: int, config: Config, *, steps: int, series: int, big: bool, cache_size: int = 262_144
+) -> None:
     rng = random.Random(seed)
     w = config.window
     now = B + rng.uniform(0, w)
-    pair = Pair(config, now)
+    pair = Pair(config, now, cache_size=cache_size)
     home = homes(rng, series)
     for _ in range(steps):
         now += rng.choice(
@@ -200,6 +202,14 @@ CONFIGS = [
 @pytest.mark.parametrize("seed", range(6))
 def test_random_workloads(config: Config, seed: int) -> None:
     play(seed, config, steps=40, series=30, big=False)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("seed", range(3))
+def test_random_workloads_parser_cache_rolling_over(config: Config, seed: int) -> None:
+    """A parser cache of 4 templates: its key table starts a new generation every few
+    batches, while the aggregator evicts idle series and hands their slots to others."""
+    play(2000 + seed, config, steps=40, series=30, big=False, cache_size=4)
 
 
 @pytest.mark.parametrize("config", CONFIGS)

@@ -283,10 +283,10 @@ def test_kind_of_op(op: Op, kind: Kind) -> None:
 def columns(batch: ParsedBatch) -> tuple[list[object], ...]:
     return (
         batch.keys,
-        list(batch.ops),
-        batch.values,
-        batch.weights,
-        batch.timestamps,
+        batch.ops.tolist(),
+        batch.values.tolist(),
+        batch.weights.tolist(),
+        batch.timestamps.tolist(),
         batch.members,
     )
 
@@ -318,18 +318,18 @@ def test_datagram_lines_crlf_and_empty_lines() -> None:
     parser, _ = new_parser()
     batch = parser.parse([b"a:1|c\r\n\r\n\nb:2|ms\n", b"c:3|g", b"", b"\n\n", b"d:4|c\r\n"])
     assert (batch.lines, batch.accepted, batch.rejects, batch.ignored) == (4, 4, {}, {})
-    assert batch.values == [1.0, 2.0, 3.0, 4.0]
+    assert batch.values.tolist() == [1.0, 2.0, 3.0, 4.0]
     assert batch.keys == [("a", STATIC), ("b", STATIC), ("c", STATIC), ("d", STATIC)]
-    assert batch.ops == [C, T, G, C]
+    assert batch.ops.tolist() == [C, T, G, C]
 
 
 def test_batch_columns() -> None:
     parser, _ = new_parser()
     batch = parser.parse([b"t:1:2|ms|@0.5|T1700000000\nu:a:b|s\nx:1|c:2|c|@0.25"])
-    assert batch.ops == [T, T, S, C, C]
-    assert batch.values == [1.0, 2.0, 0.0, 1.0, 2.0]
-    assert batch.weights == [2.0, 2.0, 1.0, 1.0, 4.0]
-    assert batch.timestamps == [1700000000, 1700000000] + [NO_TIMESTAMP] * 3
+    assert batch.ops.tolist() == [T, T, S, C, C]
+    assert batch.values.tolist() == [1.0, 2.0, 0.0, 1.0, 2.0]
+    assert batch.weights.tolist() == [2.0, 2.0, 1.0, 1.0, 4.0]
+    assert batch.timestamps.tolist() == [1700000000, 1700000000] + [NO_TIMESTAMP] * 3
     assert batch.members == [b"a:b"]
     assert (batch.lines, batch.accepted) == (3, 3)
 
@@ -389,8 +389,12 @@ def test_arrival_order_across_cache_hits_and_misses() -> None:
     parser, _ = new_parser()
     for _ in range(3):  # cold, then warm, then warm again
         batch = parser.parse([b"\n".join(lines)])
-        assert (list(batch.ops), batch.values, batch.members) == (ops, values, [b"a", b"b"])
-        assert batch.timestamps == [NO_TIMESTAMP] * 6 + [1700000000] + [NO_TIMESTAMP] * 5
+        assert (batch.ops.tolist(), batch.values.tolist(), batch.members) == (
+            ops,
+            values,
+            [b"a", b"b"],
+        )
+        assert batch.timestamps.tolist() == [NO_TIMESTAMP] * 6 + [1700000000] + [NO_TIMESTAMP] * 5
 
 
 @pytest.mark.parametrize(("line", "expected"), ACCEPTED + REJECTED + IGNORED)

@@ -48,6 +48,19 @@ def test_idle_series_are_evicted_and_their_slots_reused() -> None:
     assert agg.slots <= 1000  # 50,000 series seen, never more than 1,000 rows
 
 
+def test_a_returning_series_never_lands_in_the_slot_its_successor_took() -> None:
+    # One parser throughout, as in the gateway: its key ids outlive the aggregator's slots.
+    parser = Parser(SeriesNamer((("host", "h"),)))
+    agg = Aggregator(window=W, grace=2, gauge_ttl=3600, now=T0)
+    agg.add(parser.parse([b"first:1|c"]), T0 + 1)
+    agg.close(T0 + W + 2)  # "first" goes idle and gives up its slot
+    agg.add(parser.parse([b"second:2|c"]), T0 + W + 3)  # takes that slot
+    agg.add(parser.parse([b"first:10|c"]), T0 + W + 4)
+    (snapshot,) = agg.close(T0 + 2 * W + 2)
+    sums = {key[0]: stats[1] for key, _, stats in snapshot.rows()}
+    assert sums == {"first": 10.0, "second": 2.0}
+
+
 def test_held_gauges_keep_their_slot_until_their_ttl() -> None:
     agg = Aggregator(window=W, grace=2, gauge_ttl=2 * W, now=T0, max_series=1)
     agg.add(_parse("g:5|g"), T0 + 1)
