@@ -154,8 +154,10 @@ class Aggregator:
                 window.add(idx[numeric], values[numeric], weights[numeric], now)
             sets = here & is_set
             if sets.any():
-                in_window = (here[is_set]).tolist()
-                picked = [m for m, h in zip(members, in_window, strict=True) if h]
+                picked = members
+                if not here.all():
+                    in_window = here[is_set].tolist()
+                    picked = [m for m, h in zip(members, in_window, strict=True) if h]
                 window.add_members(idx[sets].tolist(), picked)
         return result
 
@@ -312,9 +314,12 @@ class Aggregator:
         )
         distinct = np.zeros(len(rows), dtype=np.int64)
         members = {}
-        for j in np.flatnonzero(row_kinds == Kind.SET).tolist():
-            members[j] = window.sets[int(rows[j])]
-            distinct[j] = len(members[j])
+        set_rows = np.flatnonzero(row_kinds == Kind.SET).tolist()
+        if set_rows:
+            by_slot = window.sets
+            for j in set_rows:
+                members[j] = by_slot[int(rows[j])]
+                distinct[j] = len(members[j])
         snapshot = WindowSnapshot(
             start=start,
             keys=self._series.keys(rows.tolist()),

@@ -30,7 +30,7 @@ Stats = tuple[float, float | None, float, float, float, float]
 class Window:
     """Columns for the samples of one window ``[start, start + length)``."""
 
-    __slots__ = ("count", "last", "last_at", "max", "min", "sets", "start", "sum", "touched")
+    __slots__ = ("count", "last", "last_at", "max", "min", "pairs", "start", "sum", "touched")
 
     def __init__(self, start: int, capacity: int) -> None:
         self.start = start
@@ -41,7 +41,9 @@ class Window:
         self.last: Floats = np.zeros(capacity)
         self.last_at: Floats = np.zeros(capacity)
         self.touched = np.zeros(capacity, dtype=bool)
-        self.sets: dict[int, set[bytes]] = {}
+        # (slot, member) of every set sample: one C-level update a batch, however often a
+        # member repeats; grouped by series only when the window closes.
+        self.pairs: set[tuple[int, bytes]] = set()
 
     def grow(self, capacity: int) -> None:
         extra = capacity - len(self.sum)
@@ -72,14 +74,24 @@ class Window:
         self.touched[idx] = True
 
     def add_members(self, idx: list[int], members: list[bytes]) -> None:
-        sets = self.sets
-        for i, member in zip(idx, members, strict=True):
-            found = sets.get(i)
+        self.pairs.update(zip(idx, members, strict=True))
+        self.touched[idx] = True
+
+    @property
+    def sets(self) -> dict[int, set[bytes]]:
+        """The distinct members of each set series, by slot."""
+        by_slot: dict[int, set[bytes]] = {}
+        for slot, member in self.pairs:
+            found = by_slot.get(slot)
             if found is None:
-                sets[i] = {member}
+                by_slot[slot] = {member}
             else:
                 found.add(member)
-        self.touched[idx] = True
+        return by_slot
+
+    @sets.setter
+    def sets(self, by_slot: dict[int, set[bytes]]) -> None:
+        self.pairs = {(slot, member) for slot, members in by_slot.items() for member in members}
 
 
 @dataclass(frozen=True, slots=True)
