@@ -4,8 +4,8 @@
 
 Builds packed (~1,400-byte, ~35-line) datagrams and single-line datagrams over N series
 (mixed counters with rates, gauges, timers, sets, DogStatsD tags), then times
-``Parser.parse`` and ``Aggregator.add`` on batches of 256 datagrams, and the closing of a
-window with N series (snapshot, points, bodies).  Prints the median of the repeats.
+``Parser.parse`` and ``Aggregator.add`` on batches of the listener's size (1,024 datagrams),
+and the closing of a window with N series (snapshot, points, bodies).  Prints medians.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from gateway.aggregator import Aggregator
 from gateway.batches import pack
+from gateway.listener import MAX_BATCH_DATAGRAMS
 from gateway.parser import Parser
 from gateway.points import PointBuilder
 from gateway.series import SeriesNamer
@@ -61,11 +62,12 @@ def packed(pool: list[bytes], size: int = 1400) -> list[bytes]:
 
 
 def time_intake(datagrams: list[bytes], seconds: float) -> tuple[float, float]:
-    """Seconds per line and per datagram for parse + add, on batches of 256 datagrams."""
+    """Seconds per line and per datagram for parse + add, on batches as the listener makes."""
     namer = SeriesNamer((("host", "bench"),))
     parser = Parser(namer)
     aggregator = Aggregator(window=60, grace=2, gauge_ttl=3600, now=NOW)
-    batches = [datagrams[i : i + 256] for i in range(0, len(datagrams), 256)]
+    size = MAX_BATCH_DATAGRAMS
+    batches = [datagrams[i : i + size] for i in range(0, len(datagrams), size)]
     for batch in batches:  # warm the caches and the series index
         aggregator.add(parser.parse(batch), NOW)
     n_lines = n_datagrams = 0

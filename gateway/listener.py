@@ -6,8 +6,9 @@ a flush pause.  Linux caps the request at ``net.core.rmem_max`` unless the proce
 it; the size actually granted is logged, with a warning when it was capped.
 
 Datagrams are collected into a batch and handed to ``on_batch(datagrams, arrived_at)`` when
-the batch reaches 256 datagrams or 1 MiB, or every 10 ms, whichever comes first; the parser
-then works on whole batches.  ``arrived_at`` is the clock time of the batch's first
+the batch reaches 1,024 datagrams or 1 MiB, or every 10 ms, whichever comes first; the parser
+then works on whole batches (a batch costs the parser about 200 µs on top of its lines, so
+single-line datagrams want large batches).  ``arrived_at`` is the clock time of the batch's first
 datagram, so a sample's window is its arrival time to within 10 ms.
 
 A Unix datagram socket (``--unix PATH``, DogStatsD's UDS mode) takes the same lines.  A
@@ -40,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 READ_SIZE = 256 * 1024
 """What the standard datagram transport reads at once: more than any UDP datagram."""
-MAX_BATCH_DATAGRAMS = 256
+MAX_BATCH_DATAGRAMS = 1024
 MAX_BATCH_BYTES = 1 << 20
 FLUSH_INTERVAL = 0.01
 _SO_RCVBUFFORCE = 33  # Linux; needs CAP_NET_ADMIN, else SO_RCVBUF capped by rmem_max
