@@ -18,19 +18,21 @@ import enum
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from gateway.protocol import Kind, SeriesKey
+from gateway.protocol import Kind, SeriesKey, Tags
 from gateway.rules import (
     VALUE_MAX,
     Limits,
     check_point,
     check_timestamp,
-    check_values,
-    valid_series,
+    valid_dimensions,
+    valid_name,
 )
 from gateway.window import Stats
 
 STAT_NAMES = ("avg", "sum", "last", "max", "min", "count")
 _INTEGRAL_EXACT = 2.0**53
+_MEMO_MAX = 65_536
+"""Metric names and dimension sets remembered as checked; past it the memo starts afresh."""
 
 
 class PointDrop(enum.StrEnum):
@@ -68,6 +70,11 @@ class PointBuilder:
         self._namespace = namespace
         self._point_type = point_type
         self._limits = limits or Limits()
+        self._namespace_ok = valid_name(namespace)
+        # Most series share their metric name or their dimensions with many others: each
+        # is checked (and the dimensions written as JSON) once, not once per point.
+        self._names: dict[str, bool] = {}
+        self._dimensions: dict[Tags, str | None] = {}
 
     def build(
         self,
@@ -79,25 +86,23 @@ class PointBuilder:
     ) -> BuildResult:
         """Encode every row; a point that breaks a rule is dropped with its reasons.
 
-        The timestamp is checked once; names and dimensions with ``rules.valid_series`` and
-        values with ``rules.check_values``, per point.  Only a point failing one of these
-        goes through ``check_point`` for its reasons.  Names and dimension values are
-        ``[0-9A-Za-z._]`` by then, so they go into the JSON text without escaping.
+        The namespace and timestamp are checked once; names and dimensions as
+        ``rules.valid_series`` does, once per distinct name and dimension set; values per
+        point.  Only a point failing one of these goes through ``check_point`` for its
+        reasons.  Names and dimension values are ``[0-9A-Za-z._]`` by then, so they go into
+        the JSON text without escaping.
         """
         result = BuildResult() if into is None else into
         namespace, point_type, limits = self._namespace, self._point_type, self._limits
-        stamp_ok = not check_timestamp(timestamp, now=now, limits=limits)
+        batch_ok = self._namespace_ok and not check_timestamp(timestamp, now=now, limits=limits)
         head = f'{{"namespace":"{namespace}","metric":"'
         middle = f'"timestamp":{timestamp},"type":{point_type},"values":{{'
         points = result.points
         for key, _kind, stats in rows:
             metric, dimensions = key
+            dims = self._dimensions_json(dimensions) if batch_ok else None
             for name, values in self._shapes(metric, stats, result):
-                if not (
-                    stamp_ok
-                    and valid_series(namespace, name, dimensions, limits)
-                    and not check_values(values, point_type)
-                ):
+                if dims is None or not self._name_ok(name) or not _values_ok(values, point_type):
                     point = {
                         "namespace": namespace,
                         "metric": name,
@@ -111,12 +116,33 @@ class PointBuilder:
                         problems = check_point(point, now=now, limits=limits)
                         result.problems.append(f"{name}: {'; '.join(problems)}")
                     continue
-                dims = ",".join(f'"{k}":"{v}"' for k, v in dimensions)
                 numbers = ",".join(f'"{k}":{v!r}' for k, v in values.items())
                 points.append(
                     f'{head}{name}","dimensions":{{{dims}}},{middle}{numbers}}}}}'.encode()
                 )
         return result
+
+    def _name_ok(self, name: str) -> bool:
+        ok = self._names.get(name)
+        if ok is None:
+            if len(self._names) >= _MEMO_MAX:
+                self._names.clear()
+            ok = self._names[name] = valid_name(name)
+        return ok
+
+    def _dimensions_json(self, dimensions: Tags) -> str | None:
+        """The dimensions as JSON object members, or None when ``check_point`` refuses them."""
+        try:
+            return self._dimensions[dimensions]
+        except KeyError:
+            pass
+        if len(self._dimensions) >= _MEMO_MAX:
+            self._dimensions.clear()
+        text = None
+        if valid_dimensions(dimensions, self._limits):
+            text = ",".join(f'"{k}":"{v}"' for k, v in dimensions)
+        self._dimensions[dimensions] = text
+        return text
 
     def _shapes(
         self, metric: str, stats: Stats, result: BuildResult
@@ -133,3 +159,13 @@ class PointBuilder:
         else:
             for stat, number in values.items():
                 yield f"{metric}.{stat}", {"value": number}
+
+
+def _values_ok(values: dict[str, int | float], point_type: int) -> bool:
+    """What ``check_point`` says of the values of a point made by ``_shapes``: their keys are
+    right for the type and their magnitudes clamped, so only NaN and, in a type-2 point, a
+    negative count are left to refuse (``tests/test_points.py`` checks the two agree)."""
+    for number in values.values():
+        if number != number:
+            return False
+    return point_type != 2 or values.get("count", 0) >= 0

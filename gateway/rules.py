@@ -105,12 +105,18 @@ def valid_series(
     of ``check_point``.  When it says no, call ``check_point`` for the reasons.
     ``tests/test_points.py`` checks that the two agree.
     """
+    return valid_name(namespace) and valid_name(metric) and valid_dimensions(dimensions, limits)
+
+
+def valid_name(name: str) -> bool:
+    """A namespace or metric name ``check_point`` accepts: 1 to 255 bytes of ``[0-9A-Za-z._]``."""
+    return 0 < len(name.encode()) <= MAX_NAME_BYTES and is_api_name(name)
+
+
+def valid_dimensions(dimensions: Sequence[tuple[str, str]], limits: Limits) -> bool:
+    """Dimensions ``check_point`` accepts (``valid_series``'s part for them)."""
     return (
-        0 < len(namespace.encode()) <= MAX_NAME_BYTES
-        and is_api_name(namespace)
-        and 0 < len(metric.encode()) <= MAX_NAME_BYTES
-        and is_api_name(metric)
-        and 0 < len(dimensions) <= limits.max_dimensions
+        0 < len(dimensions) <= limits.max_dimensions
         and sum(len(k.encode()) + len(v.encode()) for k, v in dimensions)
         <= limits.max_dimension_bytes
         and all(is_api_name(k) and is_api_name(v) for k, v in dimensions)
@@ -168,13 +174,6 @@ def check_timestamp(ts: object, *, now: float, limits: Limits = _DEFAULT_LIMITS)
     """The timestamp rules of ``check_point`` alone."""
     errors: list[str] = []
     _check_timestamp(ts, now, limits, errors)
-    return errors
-
-
-def check_values(values: object, point_type: int) -> list[str]:
-    """The ``values`` rules of ``check_point`` alone, for a point of ``point_type``."""
-    errors: list[str] = []
-    _check_values(values, point_type, errors)
     return errors
 
 

@@ -113,6 +113,28 @@ def test_a_typical_point_is_encoded_as_compact_json() -> None:
     assert not math.isnan(json.loads(encoded)["values"]["avg"])
 
 
+@pytest.mark.parametrize(
+    ("stats", "kept"),
+    [
+        pytest.param((7.0, None, 7.0, 7.0, 7.0, 0.0), True, id="held-gauge-count-0"),
+        pytest.param((1.0, 1.0, 1.0, 1.0, 1.0, -1.0), False, id="negative-count"),
+        pytest.param((math.nan, 1.0, 1.0, 1.0, 1.0, 1.0), False, id="nan-avg"),
+        pytest.param((math.inf, 1.0, 1.0, 1.0, 1.0, 1.0), True, id="inf-avg-clamped"),
+    ],
+)
+@pytest.mark.parametrize("point_type", [1, 2])
+def test_values_are_kept_exactly_when_the_rules_allow(
+    stats: tuple[float, float | None, float, float, float, float], kept: bool, point_type: int
+) -> None:
+    builder = PointBuilder(namespace="statsd", point_type=point_type)
+    rows = [(("g", (("host", "n1"),)), Kind.GAUGE, stats)]
+    built = builder.build(rows, TS, now=NOW)
+    expected, invalid = oracle(builder, rows, TS)
+    assert (built.points, built.invalid) == (expected, invalid)
+    if point_type == 2:
+        assert bool(built.points) == kept
+
+
 _B = "b" * 120
 
 
