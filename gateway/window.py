@@ -23,6 +23,9 @@ from gateway.protocol import Kind, SeriesKey
 Floats = npt.NDArray[np.float64]
 Indices = npt.NDArray[np.intp]
 
+ROWS_AT_ONCE = 4096
+"""Rows ``WindowSnapshot.rows`` turns into Python numbers at a time."""
+
 Stats = tuple[float, float | None, float, float, float, float]
 """(avg, sum, last, max, min, count); ``sum`` is None for gauges, whose points carry no sum."""
 
@@ -122,25 +125,32 @@ class WindowSnapshot:
         return len(self.keys) + len(self.held_keys)
 
     def rows(self) -> Iterator[tuple[SeriesKey, Kind, Stats]]:
-        """Every row as (series key, kind, stats) with plain floats, per CONTRACT 4."""
-        columns = zip(
-            self.keys,
-            self.kinds.tolist(),
-            self.sum.tolist(),
-            self.count.tolist(),
-            self.min.tolist(),
-            self.max.tolist(),
-            self.last.tolist(),
-            self.distinct.tolist(),
-            strict=True,
-        )
-        for key, kind, total, count, low, high, last, distinct in columns:
-            if kind == Kind.SET:
-                n = float(distinct)
-                yield key, Kind.SET, (n, n, n, n, n, n)
-            elif kind == Kind.GAUGE:
-                yield key, Kind.GAUGE, (total / count, None, last, high, low, count)
-            else:
-                yield key, Kind(kind), (total / count, total, last, high, low, count)
+        """Every row as (series key, kind, stats) with plain floats, per CONTRACT 4.
+
+        Columns become Python floats ``ROWS_AT_ONCE`` rows at a time: all at once, a
+        million-series window would hold seven lists of a million floats (about 220 bytes
+        a series) on top of its arrays while it is encoded.
+        """
+        for first in range(0, len(self.keys), ROWS_AT_ONCE):
+            part = slice(first, first + ROWS_AT_ONCE)
+            columns = zip(
+                self.keys[part],
+                self.kinds[part].tolist(),
+                self.sum[part].tolist(),
+                self.count[part].tolist(),
+                self.min[part].tolist(),
+                self.max[part].tolist(),
+                self.last[part].tolist(),
+                self.distinct[part].tolist(),
+                strict=True,
+            )
+            for key, kind, total, count, low, high, last, distinct in columns:
+                if kind == Kind.SET:
+                    n = float(distinct)
+                    yield key, Kind.SET, (n, n, n, n, n, n)
+                elif kind == Kind.GAUGE:
+                    yield key, Kind.GAUGE, (total / count, None, last, high, low, count)
+                else:
+                    yield key, Kind(kind), (total / count, total, last, high, low, count)
         for key, value in zip(self.held_keys, self.held_values.tolist(), strict=True):
             yield key, Kind.GAUGE, (value, None, value, value, value, 0.0)

@@ -16,6 +16,7 @@ from gateway.aggregator import Aggregator
 from gateway.parser import Parser
 from gateway.protocol import Kind
 from gateway.series import SeriesNamer
+from gateway.window import ROWS_AT_ONCE
 
 W = 60
 GRACE = 2
@@ -444,6 +445,17 @@ def test_add_result_counts_samples_by_type() -> None:
     result = agg.add(parse(lines), B + 1)
     assert result.samples == {C: 1, T: 2, G: 2, S: 1}
     assert (result.late, result.conflicts) == (1, 1)
+
+
+def test_a_window_larger_than_one_slice_of_rows_reports_every_series() -> None:
+    agg = Aggregator(window=W, grace=GRACE, gauge_ttl=3600, now=B)
+    n = 2 * ROWS_AT_ONCE + 7
+    agg.add(parse((*(f"c{i}:{i}|c" for i in range(n)), "g:5|g", "s:x|s")), B + 1)
+    (snapshot,) = agg.close(B + W + GRACE)
+    rows = {key[0]: (kind, stats) for key, kind, stats in snapshot.rows()}
+    assert len(rows) == n + 2
+    assert all(rows[f"c{i}"] == (C, num(i, 1, i, i, i)) for i in range(n))
+    assert rows["g"] == (G, gauge(5, 5, 5, 5, 1)) and rows["s"] == (S, distinct(1))
 
 
 @pytest.mark.parametrize(
