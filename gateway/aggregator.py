@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.parser import NO_TIMESTAMP, ParsedBatch
-from gateway.protocol import Kind, Op
+from gateway.protocol import Kind, Op, SeriesKey
 from gateway.series_index import SeriesIndex
 from gateway.window import Floats, Indices, Window, WindowSnapshot
 from gateway.window_state import AggregatorState
@@ -69,8 +69,8 @@ class Aggregator:
         self._gauge_closed_value: Floats = np.zeros(self._capacity)
         self._gauge_closed_start = np.full(self._capacity, _NONE, dtype=np.int64)
         self._windows: dict[int, Window] = {}
-        # Parser key ids -> slots, and back, for the parser generation they came from.
-        self._generation = 0
+        # Parser key ids -> slots, and back, for the parser key table they index.
+        self._key_table: list[SeriesKey] | None = None
         self._slot_of_id = np.full(1024, _NONE, dtype=np.intp)
         self._id_of_slot = np.full(self._capacity, _NONE, dtype=np.intp)
         self._next_close = self.window_start(now)
@@ -164,12 +164,13 @@ class Aggregator:
     def _indices(self, batch: ParsedBatch, result: AddResult) -> Indices:
         """The slot of each sample's series; ``_NONE`` for a new series over the budget.
 
-        The parser's key ids map to slots through one array, kept while the parser's key
-        table stays the same generation; only ids not yet mapped take a dict lookup, once
-        per batch each.
+        The parser's key ids map to slots through one array, kept while batches bring the
+        same key table; only ids not yet mapped take a dict lookup, once per batch each, in
+        the order their first samples arrived (which decides who gets the last free slots
+        under ``max_series``).
         """
-        if batch.generation != self._generation:
-            self._generation = batch.generation
+        if batch.key_table is not self._key_table:
+            self._key_table = batch.key_table
             self._slot_of_id = np.full(1024, _NONE, dtype=np.intp)
             self._id_of_slot[:] = _NONE
         ids = batch.key_ids
@@ -184,8 +185,11 @@ class Aggregator:
         if not missing.any():
             return idx
         series = self._series
-        unmapped, samples = np.unique(ids[missing], return_counts=True)
-        for key_id, count in zip(unmapped.tolist(), samples.tolist(), strict=True):
+        unmapped, first, samples = np.unique(ids[missing], return_index=True, return_counts=True)
+        arrival = np.argsort(first)
+        for key_id, count in zip(
+            unmapped[arrival].tolist(), samples[arrival].tolist(), strict=True
+        ):
             key = batch.key_table[key_id]
             found = series.get(key)
             if found is None:
@@ -410,7 +414,7 @@ class Aggregator:
         self._capacity = capacity
         self._in_use = np.zeros(capacity, dtype=bool)
         self._in_use[:n] = [key is not None for key in state.keys]
-        self._generation = 0  # slots changed: map parser ids afresh
+        self._key_table = None  # slots changed: map parser ids afresh
         self._id_of_slot = np.full(capacity, _NONE, dtype=np.intp)
         self._kind = np.full(capacity, _NONE, dtype=np.int8)
         self._kind[:n] = state.kinds

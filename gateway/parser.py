@@ -10,9 +10,10 @@ at a time; samples keep their arrival order either way.
 
 Series keys leave the parser as small integers into the parser's key table
 (``ParsedBatch.key_table``), so that the aggregator maps a whole batch to its rows with one
-array lookup.  A table is only ever appended to; once it holds twice ``cache_size`` keys the
-parser starts a new one, between batches, with a new ``generation``, and whoever keeps ids
-must then forget them.
+array lookup.  A table is only ever appended to.  Once it holds twice ``cache_size`` keys,
+between batches, the parser starts a new table holding only the keys its cached templates
+still use, renumbered; whoever keeps ids must forget them when a batch brings another
+table (the aggregator compares the table object).
 
 Pure: no I/O, no logging, no clock, no asyncio.  numpy: yes, since ``gateway.scan``.
 """
@@ -44,7 +45,6 @@ NO_TIMESTAMP = -1
 _SET, _GAUGE, _GAUGE_DELTA = int(Op.SET), int(Op.GAUGE), int(Op.GAUGE_DELTA)
 _PLUS, _MINUS = ord("+"), ord("-")
 _MISS = -1
-_generations = itertools.count(1)
 
 KeyFunc = Callable[[str, Tags], tuple[SeriesKey, tuple[str, ...]]]
 """Maps (metric, tags) to the aggregator's series key and the reasons of any dropped tags.
@@ -61,8 +61,8 @@ class ParsedBatch:
     """Columns of samples parsed from a batch of datagrams, and what happened to each line.
 
     ``key_ids``, ``ops``, ``values``, ``weights`` and ``timestamps`` are numpy arrays with
-    one entry per sample, in arrival order: ``key_ids`` index ``key_table`` (valid for
-    ``generation``), ``ops`` holds ``Op`` values, ``weights`` is ``1/rate`` and
+    one entry per sample, in arrival order: ``key_ids`` index ``key_table``, ``ops`` holds
+    ``Op`` values, ``weights`` is ``1/rate`` and
     ``timestamps`` holds ``NO_TIMESTAMP`` when the line had no ``|T``.  ``members`` holds
     one entry per set sample, in order.
     """
@@ -74,7 +74,6 @@ class ParsedBatch:
     timestamps: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
     members: list[bytes] = field(default_factory=list)
     key_table: list[SeriesKey] = field(default_factory=list)
-    generation: int = 0
     lines: int = 0
     accepted: int = 0
     rejects: dict[Reject, int] = field(default_factory=dict)
@@ -108,16 +107,7 @@ class Parser:
     def __init__(self, key: KeyFunc, *, cache_size: int = 262_144) -> None:
         self._key = key
         self._cache_size = cache_size
-        self._new_generation()
-
-    @property
-    def cache_size(self) -> int:
-        """Most templates kept; past it the oldest quarter is dropped."""
-        return self._cache_size
-
-    def _new_generation(self) -> None:
-        self.generation = next(_generations)
-        self._key_table: list[SeriesKey] = []  # a new list: batches keep the one they had
+        self._key_table: list[SeriesKey] = []
         self._key_ids: dict[SeriesKey, int] = {}
         self._templates: dict[bytes, int] = {}  # template -> entry
         self._free: list[int] = []
@@ -128,6 +118,24 @@ class Parser:
         self._entry_drops: list[tuple[str, ...]] = [()] * 1024
         self._entry_dropping = np.zeros(1024, dtype=bool)
 
+    @property
+    def cache_size(self) -> int:
+        """Most templates kept; past it the oldest quarter is dropped."""
+        return self._cache_size
+
+    def _renumber_keys(self) -> None:
+        """Start a new key table with only the keys that cached templates still use.
+
+        Keys of templates dropped from the cache, and of lines never cached, go; the
+        templates stay, so no line has to take the full path again because of this.
+        """
+        entries = np.fromiter(self._templates.values(), dtype=np.intp, count=len(self._templates))
+        used, renumbered = np.unique(self._entry_key[entries], return_inverse=True)
+        old = self._key_table
+        self._key_table = [old[i] for i in used.tolist()]  # a new list: batches keep theirs
+        self._key_ids = {key: i for i, key in enumerate(self._key_table)}
+        self._entry_key[entries] = renumbered
+
     def parse(self, datagrams: Iterable[bytes]) -> ParsedBatch:
         """Parse every line of ``datagrams``; samples keep their arrival order."""
         data = b"\n".join(datagrams)
@@ -136,8 +144,8 @@ class Parser:
             if data[-1:] == b"\r":
                 data = data[:-1]
         if len(self._key_table) > 2 * self._cache_size:
-            self._new_generation()  # only between batches: a batch's ids share one table
-        out = ParsedBatch(key_table=self._key_table, generation=self.generation)
+            self._renumber_keys()  # only between batches: a batch's ids share one table
+        out = ParsedBatch(key_table=self._key_table)
         lines = scan(data)
         entry = np.fromiter(
             map(self._templates.get, templates(lines), itertools.repeat(_MISS)),

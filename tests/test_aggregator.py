@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 from gateway.aggregator import Aggregator
-from gateway.parser import Parser
+from gateway.parser import NO_TIMESTAMP, ParsedBatch, Parser
 from gateway.protocol import Kind
 from gateway.series import SeriesNamer
 from gateway.window import ROWS_AT_ONCE
@@ -472,3 +473,19 @@ def test_next_close_time(start_offset: float, closes: list[float], expected: flo
     for t in closes:
         agg.close(B + t)
     assert agg.next_close_time() == expected
+
+
+def test_batches_from_different_key_tables_never_share_a_mapping() -> None:
+    agg = Aggregator(window=W, grace=GRACE, gauge_ttl=3600, now=B)
+    for name in ("a", "z"):  # two tables, each with its series at id 0
+        batch = ParsedBatch(
+            key_ids=np.zeros(1, dtype=np.intp),
+            ops=np.zeros(1, dtype=np.int8),
+            values=np.ones(1),
+            weights=np.ones(1),
+            timestamps=np.full(1, NO_TIMESTAMP, dtype=np.int64),
+            key_table=[(name, HOST)],
+        )
+        agg.add(batch, B + 1)
+    (snapshot,) = agg.close(B + W + GRACE)
+    assert sorted(key[0] for key, _, _ in snapshot.rows()) == ["a", "z"]

@@ -207,8 +207,8 @@ def test_random_workloads(config: Config, seed: int) -> None:
 @pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("seed", range(3))
 def test_random_workloads_parser_cache_rolling_over(config: Config, seed: int) -> None:
-    """A parser cache of 4 templates: its key table starts a new generation every few
-    batches, while the aggregator evicts idle series and hands their slots to others."""
+    """A parser cache of 4 templates: its key table is renumbered every few batches,
+    while the aggregator evicts idle series and hands their slots to others."""
     play(2000 + seed, config, steps=40, series=30, big=False, cache_size=4)
 
 

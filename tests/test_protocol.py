@@ -572,3 +572,13 @@ def test_an_odd_value_in_a_warm_batch_is_judged_line_by_line(odd: bytes) -> None
     parser.parse([b"hits:1|c"])
     lines = [b"hits:2|c", odd, b"hits:3|c"]
     assert columns(parser.parse([b"\n".join(lines)])) == expected_columns(lines, namer)
+
+
+def test_key_table_stays_bounded_under_tag_churn() -> None:
+    namer = SeriesNamer(STATIC)
+    parser = Parser(namer, cache_size=8)
+    for i in range(200):  # a new request id every line: a new series every line
+        lines = [b"steady:1|c|#k:v", f"churn:{i}|ms|#req:{i}".encode(), b"steady:2|c|#k:v"]
+        batch = parser.parse([b"\n".join(lines)])
+        assert columns(batch) == expected_columns(lines, namer)
+        assert len(batch.key_table) <= 2 * 8 + len(lines)

@@ -103,3 +103,13 @@ def test_the_gateway_names_the_prefixes_over_the_budget() -> None:
     assert _metric(text, 'statsd_gateway_samples_dropped_total{reason="series_limit"}') == 3
     assert _metric(text, 'statsd_gateway_series_refused_by_prefix{prefix="flood"}') == 3
     assert {p["metric"] for p in gw.points()} == {"ok.a", "ok.b"}
+
+
+def test_the_last_free_slots_go_to_the_series_that_arrived_first() -> None:
+    parser = Parser(SeriesNamer((("host", "h"),)))
+    agg = Aggregator(window=W, grace=2, gauge_ttl=3600, now=T0, max_series=1)
+    agg.add(parser.parse([b"b:1|c"]), T0 + 1)
+    agg.close(T0 + W + 2)  # b is evicted, but the parser still knows its key (a lower id)
+    result = agg.add(parser.parse([b"c:1|c\nb:1|c"]), T0 + W + 3)
+    assert (result.new_series, result.over_budget) == (1, 1)
+    assert _metrics_of(agg.close(T0 + 2 * W + 2)) == {"c"}
