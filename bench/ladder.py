@@ -46,8 +46,8 @@ from bench.intake import DATAGRAMS, DROPS, LINES, REJECTED, loadgen, settle_on, 
 logger = logging.getLogger(__name__)
 SERIES_DROPPED = 'statsd_gateway_samples_dropped_total{reason="series_limit"}'
 DEFAULT_RATES = {
-    "packed": [100_000, 200_000, 300_000, 400_000, 600_000, 800_000],
-    "single": [25_000, 50_000, 100_000, 150_000, 200_000],
+    "packed": [300_000, 600_000, 900_000, 1_200_000, 1_500_000],
+    "single": [50_000, 100_000, 150_000, 200_000, 250_000],
 }
 Row = dict[str, Any]
 
