@@ -101,6 +101,13 @@ class PointBuilder:
         for key, _kind, stats in rows:
             metric, dimensions = key
             dims = self._dimensions_json(dimensions) if batch_ok else None
+            if point_type == 2 and dims is not None and self._name_ok(metric):
+                numbers = _aggregated_text(stats)
+                if numbers is not None:
+                    points.append(
+                        f'{head}{metric}","dimensions":{{{dims}}},{middle}{numbers}}}}}'.encode()
+                    )
+                    continue
             for name, values in self._shapes(metric, stats, result):
                 if dims is None or not self._name_ok(name) or not _values_ok(values, point_type):
                     point = {
@@ -169,3 +176,30 @@ def _values_ok(values: dict[str, int | float], point_type: int) -> bool:
         if number != number:
             return False
     return point_type != 2 or values.get("count", 0) >= 0
+
+
+_WITH_SUM = '"avg":%s,"sum":%s,"last":%s,"max":%s,"min":%s,"count":%s'
+_WITHOUT_SUM = '"avg":%s,"last":%s,"max":%s,"min":%s,"count":%s'
+
+
+def _aggregated_text(stats: Stats) -> str | None:
+    """A type-2 point's values as JSON members, when no value needs clamping or refusing.
+
+    The common case, written without building a dict: what ``_shapes`` and ``_values_ok``
+    would make of the same stats.  None (NaN, a value to clamp, a negative count) sends
+    the row through the general path, which counts and explains.
+    """
+    total, count = stats[1], stats[5]
+    if not count >= 0:
+        return None
+    texts = []
+    for value in stats:
+        if value is None:
+            continue
+        if not -VALUE_MAX < value < VALUE_MAX:  # also NaN
+            return None
+        if value.is_integer() and -_INTEGRAL_EXACT < value < _INTEGRAL_EXACT:
+            texts.append(repr(int(value)))
+        else:
+            texts.append(repr(value))
+    return (_WITHOUT_SUM if total is None else _WITH_SUM) % tuple(texts)

@@ -23,6 +23,7 @@ from gateway.protocol import Kind, SeriesKey
 Floats = npt.NDArray[np.float64]
 Indices = npt.NDArray[np.intp]
 
+_KINDS = tuple(Kind)
 ROWS_AT_ONCE = 4096
 """Rows ``WindowSnapshot.rows`` turns into Python numbers at a time."""
 
@@ -151,6 +152,6 @@ class WindowSnapshot:
                 elif kind == Kind.GAUGE:
                     yield key, Kind.GAUGE, (total / count, None, last, high, low, count)
                 else:
-                    yield key, Kind(kind), (total / count, total, last, high, low, count)
+                    yield key, _KINDS[kind], (total / count, total, last, high, low, count)
         for key, value in zip(self.held_keys, self.held_values.tolist(), strict=True):
             yield key, Kind.GAUGE, (value, None, value, value, value, 0.0)
