@@ -23,8 +23,9 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.parser import NO_TIMESTAMP, ParsedBatch
-from gateway.protocol import Kind, Op, SeriesKey
+from gateway.protocol import Kind, Op
 from gateway.series_index import SeriesIndex
+from gateway.slot_map import SlotMap
 from gateway.window import Floats, Indices, Window, WindowSnapshot
 from gateway.window_state import AggregatorState
 
@@ -69,10 +70,7 @@ class Aggregator:
         self._gauge_closed_value: Floats = np.zeros(self._capacity)
         self._gauge_closed_start = np.full(self._capacity, _NONE, dtype=np.int64)
         self._windows: dict[int, Window] = {}
-        # Parser key ids -> slots, and back, for the parser key table they index.
-        self._key_table: list[SeriesKey] | None = None
-        self._slot_of_id = np.full(1024, _NONE, dtype=np.intp)
-        self._id_of_slot = np.full(self._capacity, _NONE, dtype=np.intp)
+        self._slot_map = SlotMap(self._capacity)
         self._next_close = self.window_start(now)
         self._idle_before = self._next_close  # windows before this one with no samples: skip
 
@@ -164,23 +162,12 @@ class Aggregator:
     def _indices(self, batch: ParsedBatch, result: AddResult) -> Indices:
         """The slot of each sample's series; ``_NONE`` for a new series over the budget.
 
-        The parser's key ids map to slots through one array, kept while batches bring the
-        same key table; only ids not yet mapped take a dict lookup, once per batch each, in
-        the order their first samples arrived (which decides who gets the last free slots
-        under ``max_series``).
+        Key ids map to slots through ``SlotMap``; only ids not yet mapped take a dict
+        lookup, once per batch each, in the order their first samples arrived (which
+        decides who gets the last free slots under ``max_series``).
         """
-        if batch.key_table is not self._key_table:
-            self._key_table = batch.key_table
-            self._slot_of_id = np.full(1024, _NONE, dtype=np.intp)
-            self._id_of_slot[:] = _NONE
         ids = batch.key_ids
-        top = int(ids.max())
-        if top >= len(self._slot_of_id):
-            extra = max(top + 1, 2 * len(self._slot_of_id)) - len(self._slot_of_id)
-            self._slot_of_id = np.concatenate(
-                [self._slot_of_id, np.full(extra, _NONE, dtype=np.intp)]
-            )
-        idx = self._slot_of_id[ids]
+        idx = self._slot_map.slots(batch.key_table, ids)
         missing = idx == _NONE
         if not missing.any():
             return idx
@@ -200,14 +187,13 @@ class Aggregator:
                 if found >= self._capacity:
                     self._grow(self._capacity * 2)
                 self._in_use[found] = True
-            self._slot_of_id[key_id] = found
-            self._id_of_slot[found] = key_id
-        return self._slot_of_id[ids]
+            self._slot_map.bind(key_id, found)
+        return self._slot_map.slots(batch.key_table, ids)
 
     def _grow(self, capacity: int) -> None:
         extra = capacity - self._capacity
         self._in_use = np.concatenate([self._in_use, np.zeros(extra, dtype=bool)])
-        self._id_of_slot = np.concatenate([self._id_of_slot, np.full(extra, _NONE, np.intp)])
+        self._slot_map.grow(capacity)
         self._kind = np.concatenate([self._kind, np.full(extra, _NONE, dtype=np.int8)])
         self._gauge_value = np.concatenate([self._gauge_value, np.zeros(extra)])
         self._gauge_live = np.concatenate([self._gauge_live, np.zeros(extra, dtype=bool)])
@@ -230,10 +216,9 @@ class Aggregator:
         current = self.window_start(now)
         starts = np.full(n, current, dtype=np.int64)
         keep = np.ones(n, dtype=bool)
-        stamps = timestamps
-        stamped = stamps != NO_TIMESTAMP
+        stamped = timestamps != NO_TIMESTAMP
         if stamped.any():
-            own = (stamps // self.length) * self.length
+            own = (timestamps // self.length) * self.length
             past = stamped & (own < current)
             still_open = (own >= self._next_close) & (own + self.length + self.grace > now)
             starts[past & still_open] = own[past & still_open]
@@ -368,9 +353,7 @@ class Aggregator:
         idle = np.flatnonzero(self._in_use[:n] & (self._kind[:n] == _NONE) & ~still_open)
         if len(idle):
             self._series.evict(idle.tolist())
-            ids = self._id_of_slot[idle]
-            self._slot_of_id[ids[ids != _NONE]] = _NONE
-            self._id_of_slot[idle] = _NONE
+            self._slot_map.release(idle)
             self._in_use[idle] = False
             self._gauge_live[idle] = False
             self._gauge_value[idle] = 0.0
@@ -414,8 +397,7 @@ class Aggregator:
         self._capacity = capacity
         self._in_use = np.zeros(capacity, dtype=bool)
         self._in_use[:n] = [key is not None for key in state.keys]
-        self._key_table = None  # slots changed: map parser ids afresh
-        self._id_of_slot = np.full(capacity, _NONE, dtype=np.intp)
+        self._slot_map.forget_all(capacity)  # slots changed: map parser ids afresh
         self._kind = np.full(capacity, _NONE, dtype=np.int8)
         self._kind[:n] = state.kinds
         self._gauge_value = np.zeros(capacity)
