@@ -21,10 +21,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from gateway.aggregator import Aggregator
+from gateway.app import ENCODE_SLICE
 from gateway.batches import pack
 from gateway.listener import MAX_BATCH_DATAGRAMS
+from gateway.malloc import tune_collector
 from gateway.parser import Parser
-from gateway.points import PointBuilder
+from gateway.points import BuildResult, PointBuilder
 from gateway.series import SeriesNamer
 
 NOW = 1_800_000_000.0
@@ -88,9 +90,12 @@ def time_close(series_lines: list[bytes]) -> tuple[float, int]:
     for batch in range(0, len(series_lines), 8192):
         aggregator.add(parser.parse([b"\n".join(series_lines[batch : batch + 8192])]), NOW)
     builder = PointBuilder(namespace="statsd")
+    tune_collector()  # as the gateway does after every window
     started = time.perf_counter()
     (snapshot,) = aggregator.close(NOW + 62)
-    built = builder.build(snapshot.rows(), snapshot.start, now=NOW)
+    built = BuildResult()
+    for part in snapshot.columns(ENCODE_SLICE):
+        builder.build_columns(part, snapshot.start, now=NOW, into=built)
     bodies = list(pack(built.points))
     return time.perf_counter() - started, len(bodies)
 
@@ -101,6 +106,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
+    tune_collector()  # as the gateway does at start
     pool = lines(args.series, random.Random(1))
     shapes = {"packed (~1,400 B)": packed(pool), "one line per datagram": pool}
     print(f"series={args.series} repeat={args.repeat} seconds={args.seconds} (medians)")

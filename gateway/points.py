@@ -9,15 +9,24 @@ the float nearest to it is 2**63, which the API refuses.  Every point is checked
 the seed's rules (``gateway.rules``) before it leaves; a point that fails is dropped and
 counted, never sent to be refused.
 
-Pure: no I/O, no logging, no numpy (snapshots hand over plain floats).
+``build`` takes rows of plain floats, one at a time; ``build_columns`` takes a
+snapshot's stat columns and writes the common rows with numpy and C-level maps, which is
+how windows are encoded.  Both give the same points.
+
+Pure: no I/O, no logging.
 """
 
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
+import numpy.typing as npt
+
+from gateway.names import MAX_NAME_BYTES, is_api_name
 from gateway.protocol import Kind, SeriesKey, Tags
 from gateway.rules import (
     VALUE_MAX,
@@ -27,10 +36,11 @@ from gateway.rules import (
     valid_dimensions,
     valid_name,
 )
-from gateway.window import Stats
+from gateway.window import STATS, StatColumns, Stats
 
-STAT_NAMES = ("avg", "sum", "last", "max", "min", "count")
 _INTEGRAL_EXACT = 2.0**53
+_BITS = np.arange(len(STATS))[:, None]
+_UNSEEN = object()
 _MEMO_MAX = 65_536
 """Metric names and dimension sets remembered as checked; past it the memo starts afresh."""
 
@@ -75,6 +85,7 @@ class PointBuilder:
         # is checked (and the dimensions written as JSON) once, not once per point.
         self._names: dict[str, bool] = {}
         self._dimensions: dict[Tags, str | None] = {}
+        self._formats_at: tuple[int, npt.NDArray[np.object_]] | None = None
 
     def build(
         self,
@@ -101,13 +112,6 @@ class PointBuilder:
         for key, _kind, stats in rows:
             metric, dimensions = key
             dims = self._dimensions_json(dimensions) if batch_ok else None
-            if point_type == 2 and dims is not None and self._name_ok(metric):
-                numbers = _aggregated_text(stats)
-                if numbers is not None:
-                    points.append(
-                        f'{head}{metric}","dimensions":{{{dims}}},{middle}{numbers}}}}}'.encode()
-                    )
-                    continue
             for name, values in self._shapes(metric, stats, result):
                 if dims is None or not self._name_ok(name) or not _values_ok(values, point_type):
                     point = {
@@ -128,6 +132,87 @@ class PointBuilder:
                     f'{head}{name}","dimensions":{{{dims}}},{middle}{numbers}}}}}'.encode()
                 )
         return result
+
+    def build_columns(
+        self,
+        part: StatColumns,
+        timestamp: int,
+        *,
+        now: float,
+        into: BuildResult | None = None,
+    ) -> BuildResult:
+        """``build`` for rows handed over as columns, with the same points as a result.
+
+        Type-2 rows whose names, dimensions and values need no change or refusal (nearly
+        all) are written by C-level maps: numpy picks each row's format (which values are
+        integers, whether it has a sum), and one ``%`` per row fills it in.  Any other row
+        goes through ``build``, which clamps, drops and explains.
+        """
+        result = BuildResult() if into is None else into
+        if not part.keys:
+            return result
+        if self._point_type != 2 or not self._namespace_ok:
+            return self.build(part.rows(), timestamp, now=now, into=result)
+        if check_timestamp(timestamp, now=now, limits=self._limits):
+            return self.build(part.rows(), timestamp, now=now, into=result)
+        metrics, tags = zip(*part.keys, strict=True)
+        dims = self._dimensions_all(tags)
+        values = part.values
+        plain = (np.abs(values) < VALUE_MAX).all(axis=0) & (values[5] >= 0)  # NaN fails
+        if None in dims or not _names_ok(metrics):
+            plain &= [
+                d is not None and self._name_ok(m) for m, d in zip(metrics, dims, strict=True)
+            ]
+        integral = (values == np.trunc(values)) & (np.abs(values) < _INTEGRAL_EXACT)
+        shape = (integral << _BITS).sum(axis=0) | part.gauge << len(STATS)
+        fields: Iterable[tuple[object, ...]] = zip(metrics, dims, *values.tolist(), strict=True)
+        everything = bool(plain.all())
+        if not everything:
+            shape = shape[plain]
+            fields = itertools.compress(fields, plain.tolist())
+        formats = self._formats(timestamp)[shape].tolist()
+        result.points.extend(map(str.encode, map(str.__mod__, formats, fields)))
+        if not everything:
+            rest = np.flatnonzero(~plain).tolist()
+            self.build(part.rows(rest), timestamp, now=now, into=result)
+        return result
+
+    def _dimensions_all(self, tags: tuple[Tags, ...]) -> list[str | None]:
+        """``_dimensions_json`` of each of ``tags``, from the memo in one C-level pass."""
+        texts = list(map(self._dimensions.get, tags, itertools.repeat(_UNSEEN)))
+        if _UNSEEN in texts:
+            for i, text in enumerate(texts):
+                if text is _UNSEEN:
+                    texts[i] = self._dimensions_json(tags[i])
+        return texts  # type: ignore[return-value]
+
+    def _formats(self, timestamp: int) -> npt.NDArray[np.object_]:
+        """The ``%`` formats of a type-2 point at ``timestamp``, by row shape.
+
+        A shape's low six bits say which of the statistics are integers (written with
+        ``%d``; the others with ``%r``, which is ``repr``), and bit 6 that it is a gauge,
+        whose sum is consumed without being written (``%.0s``).
+        """
+        if self._formats_at is not None and self._formats_at[0] == timestamp:
+            return self._formats_at[1]
+        head = (
+            f'{{"namespace":"{self._namespace}","metric":"%s","dimensions":{{%s}},'
+            f'"timestamp":{timestamp},"type":2,"values":{{'
+        )
+        table = []
+        for gauge in (False, True):
+            for shape in range(1 << len(STATS)):
+                members: list[str] = []
+                for bit, stat in enumerate(STATS):
+                    spec = "%d" if shape >> bit & 1 else "%r"
+                    if stat == "sum" and gauge:
+                        members[-1] += "%.0s"
+                    else:
+                        members.append(f'"{stat}":{spec}')
+                table.append(head + ",".join(members) + "}}")
+        formats = np.array(table, dtype=object)
+        self._formats_at = (timestamp, formats)
+        return formats
 
     def _name_ok(self, name: str) -> bool:
         ok = self._names.get(name)
@@ -155,7 +240,7 @@ class PointBuilder:
         self, metric: str, stats: Stats, result: BuildResult
     ) -> Iterator[tuple[str, dict[str, int | float]]]:
         values: dict[str, int | float] = {}
-        for stat, raw in zip(STAT_NAMES, stats, strict=True):
+        for stat, raw in zip(STATS, stats, strict=True):
             if raw is None:
                 continue
             number, clamped = json_number(raw)
@@ -178,28 +263,11 @@ def _values_ok(values: dict[str, int | float], point_type: int) -> bool:
     return point_type != 2 or values.get("count", 0) >= 0
 
 
-_WITH_SUM = '"avg":%s,"sum":%s,"last":%s,"max":%s,"min":%s,"count":%s'
-_WITHOUT_SUM = '"avg":%s,"last":%s,"max":%s,"min":%s,"count":%s'
-
-
-def _aggregated_text(stats: Stats) -> str | None:
-    """A type-2 point's values as JSON members, when no value needs clamping or refusing.
-
-    The common case, written without building a dict: what ``_shapes`` and ``_values_ok``
-    would make of the same stats.  None (NaN, a value to clamp, a negative count) sends
-    the row through the general path, which counts and explains.
-    """
-    total, count = stats[1], stats[5]
-    if not count >= 0:
-        return None
-    texts = []
-    for value in stats:
-        if value is None:
-            continue
-        if not -VALUE_MAX < value < VALUE_MAX:  # also NaN
-            return None
-        if value.is_integer() and -_INTEGRAL_EXACT < value < _INTEGRAL_EXACT:
-            texts.append(repr(int(value)))
-        else:
-            texts.append(repr(value))
-    return (_WITHOUT_SUM if total is None else _WITH_SUM) % tuple(texts)
+def _names_ok(names: tuple[str, ...]) -> bool:
+    """True when every name is one ``valid_name`` accepts, checked in C-level passes: names
+    of the API's ASCII charset have as many bytes as characters."""
+    return (
+        is_api_name("".join(names))
+        and min(map(len, names)) > 0
+        and max(map(len, names)) <= MAX_NAME_BYTES
+    )

@@ -64,12 +64,9 @@ class SeriesIndex:
         return slot
 
     def keys(self, slots: Iterable[int]) -> list[SeriesKey]:
-        found = []
-        for slot in slots:
-            key = self._keys[slot]
-            assert key is not None, "a slot in use has a key"
-            found.append(key)
-        return found
+        found = list(map(self._keys.__getitem__, slots))
+        assert None not in found, "a slot in use has a key"
+        return found  # type: ignore[return-value]
 
     def in_use(self) -> list[bool]:
         """Per slot, whether a series holds it."""

@@ -8,7 +8,6 @@ or more later, ends the process at once.  The CLI calls ``serve``; the pipeline 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -17,6 +16,7 @@ from collections.abc import Callable
 
 from gateway.app import Gateway
 from gateway.config import Settings
+from gateway.malloc import tune_collector
 from gateway.sinks import Sink
 
 logger = logging.getLogger(__name__)
@@ -60,11 +60,7 @@ async def serve(settings: Settings, sink: Sink) -> None:
     """Start a gateway, serve until SIGTERM/SIGINT, shut down cleanly."""
     stop = asyncio.Event()
     remove = install_signal_handlers(stop)
-    # Intake allocates short-lived objects by the million; collect the young generation
-    # every 100,000 allocations instead of every 700 (nearly all of it is freed by
-    # reference counting anyway), and keep what is loaded at start out of every scan.
-    gc.set_threshold(100_000, 50, 100)
-    gc.freeze()
+    tune_collector()
     try:
         gateway = Gateway(settings, sink)
         await gateway.start()

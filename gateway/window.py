@@ -12,7 +12,7 @@ plain Python numbers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +25,10 @@ Indices = npt.NDArray[np.intp]
 
 _KINDS = tuple(Kind)
 ROWS_AT_ONCE = 4096
-"""Rows ``WindowSnapshot.rows`` turns into Python numbers at a time."""
+"""Rows ``WindowSnapshot.columns`` hands over at a time, unless asked for another size."""
+
+STATS = ("avg", "sum", "last", "max", "min", "count")
+"""The statistics of a row, in the order of ``Stats`` and of ``StatColumns.values``."""
 
 Stats = tuple[float, float | None, float, float, float, float]
 """(avg, sum, last, max, min, count); ``sum`` is None for gauges, whose points carry no sum."""
@@ -126,32 +129,67 @@ class WindowSnapshot:
         return len(self.keys) + len(self.held_keys)
 
     def rows(self) -> Iterator[tuple[SeriesKey, Kind, Stats]]:
-        """Every row as (series key, kind, stats) with plain floats, per CONTRACT 4.
+        """Every row as (series key, kind, stats) with plain floats, per CONTRACT 4."""
+        for part in self.columns():
+            yield from part.rows()
 
-        Columns become Python floats ``ROWS_AT_ONCE`` rows at a time: all at once, a
-        million-series window would hold seven lists of a million floats (about 220 bytes
-        a series) on top of its arrays while it is encoded.
+    def columns(self, size: int = ROWS_AT_ONCE) -> Iterator[StatColumns]:
+        """The rows, ``size`` at a time, as stat columns: touched rows first, then held ones.
+
+        In parts: all at once, a million-series window would hold another six columns of
+        a million floats on top of its arrays while it is encoded.
         """
-        for first in range(0, len(self.keys), ROWS_AT_ONCE):
-            part = slice(first, first + ROWS_AT_ONCE)
-            columns = zip(
-                self.keys[part],
-                self.kinds[part].tolist(),
-                self.sum[part].tolist(),
-                self.count[part].tolist(),
-                self.min[part].tolist(),
-                self.max[part].tolist(),
-                self.last[part].tolist(),
-                self.distinct[part].tolist(),
-                strict=True,
+        for first in range(0, len(self.keys), size):
+            part = slice(first, first + size)
+            kinds = self.kinds[part]
+            total, count = self.sum[part], self.count[part]
+            gauge = kinds == Kind.GAUGE
+            values = np.empty((len(STATS), len(kinds)))
+            with np.errstate(invalid="ignore", divide="ignore"):  # sets have no count
+                np.divide(total, count, out=values[0])
+            values[1] = np.where(gauge, 0.0, total)
+            values[2] = self.last[part]
+            values[3] = self.max[part]
+            values[4] = self.min[part]
+            values[5] = count
+            is_set = kinds == Kind.SET
+            if is_set.any():
+                values[:, is_set] = self.distinct[part][is_set]
+            yield StatColumns(self.keys[part], kinds, gauge, values)
+        for first in range(0, len(self.held_keys), size):
+            part = slice(first, first + size)
+            held = self.held_values[part]
+            none = np.zeros(len(held))
+            yield StatColumns(
+                self.held_keys[part],
+                np.full(len(held), Kind.GAUGE, dtype=np.int8),
+                np.ones(len(held), dtype=bool),
+                np.stack([held, none, held, held, held, none]),
             )
-            for key, kind, total, count, low, high, last, distinct in columns:
-                if kind == Kind.SET:
-                    n = float(distinct)
-                    yield key, Kind.SET, (n, n, n, n, n, n)
-                elif kind == Kind.GAUGE:
-                    yield key, Kind.GAUGE, (total / count, None, last, high, low, count)
-                else:
-                    yield key, _KINDS[kind], (total / count, total, last, high, low, count)
-        for key, value in zip(self.held_keys, self.held_values.tolist(), strict=True):
-            yield key, Kind.GAUGE, (value, None, value, value, value, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class StatColumns:
+    """Consecutive rows of a snapshot: ``values[i]`` is statistic ``STATS[i]`` of every row.
+
+    A gauge (``gauge`` true) has no sum; its ``values[1]`` is 0 and not reported.  Sets
+    report their distinct count for all six, and held gauges their value with a count of 0.
+    """
+
+    keys: list[SeriesKey]
+    kinds: npt.NDArray[np.int8]
+    gauge: npt.NDArray[np.bool_]
+    values: Floats
+
+    def rows(self, which: Iterable[int] | None = None) -> Iterator[tuple[SeriesKey, Kind, Stats]]:
+        """Rows (all, or those at positions ``which``) as (series key, kind, stats)."""
+        kinds = self.kinds.tolist()
+        gauges = self.gauge.tolist()
+        stats = list(zip(*self.values.tolist(), strict=True))
+        for i in range(len(self.keys)) if which is None else which:
+            avg, total, last, high, low, count = stats[i]
+            yield (
+                self.keys[i],
+                _KINDS[kinds[i]],
+                (avg, None if gauges[i] else total, last, high, low, count),
+            )

@@ -37,7 +37,7 @@ from gateway.intake import Intake
 from gateway.listener import DatagramListener, stop_receiving
 from gateway.logs import setup_logging
 from gateway.loops import event_loop
-from gateway.malloc import tune_allocator
+from gateway.malloc import tune_allocator, tune_collector
 from gateway.metrics import CounterTotals, GatewayMetrics
 from gateway.window import WindowSnapshot
 
@@ -92,8 +92,7 @@ def worker_main(
         signal.signal(sig, signal.SIG_IGN)
     setup_logging(settings.log_level, settings.log_format)
     tune_allocator(os.environ)  # a spawned worker is a fresh interpreter
-    gc.set_threshold(100_000, 50, 100)  # as in gateway.serve: intake allocates a lot
-    gc.freeze()
+    tune_collector()
     loop = event_loop(settings.event_loop)
     factory = None if isinstance(loop, str) else loop.factory  # the parent checked it
     try:
