@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from gateway.aggregator import Aggregator
 from gateway.app import ENCODE_SLICE
 from gateway.batches import pack
+from gateway.intake import MIN_PARSER_CACHE
 from gateway.listener import MAX_BATCH_DATAGRAMS
 from gateway.malloc import tune_collector
 from gateway.parser import Parser
@@ -66,7 +67,7 @@ def packed(pool: list[bytes], size: int = 1400) -> list[bytes]:
 def time_intake(datagrams: list[bytes], seconds: float) -> tuple[float, float]:
     """Seconds per line and per datagram for parse + add, on batches as the listener makes."""
     namer = SeriesNamer((("host", "bench"),))
-    parser = Parser(namer)
+    parser = Parser(namer, cache_size=cache_size(datagrams))
     aggregator = Aggregator(window=60, grace=2, gauge_ttl=3600, now=NOW)
     size = MAX_BATCH_DATAGRAMS
     batches = [datagrams[i : i + size] for i in range(0, len(datagrams), size)]
@@ -84,8 +85,14 @@ def time_intake(datagrams: list[bytes], seconds: float) -> tuple[float, float]:
     return elapsed / n_lines, elapsed / n_datagrams
 
 
+def cache_size(datagrams: list[bytes]) -> int:
+    """The gateway's template cache for as many series as there are lines (with
+    ``--max-series`` at least that): ``max(MIN_PARSER_CACHE, --max-series)``."""
+    return max(MIN_PARSER_CACHE, sum(d.count(b"\n") + 1 for d in datagrams))
+
+
 def time_close(series_lines: list[bytes]) -> tuple[float, int]:
-    parser = Parser(SeriesNamer((("host", "bench"),)))
+    parser = Parser(SeriesNamer((("host", "bench"),)), cache_size=cache_size(series_lines))
     aggregator = Aggregator(window=60, grace=2, gauge_ttl=3600, now=NOW)
     for batch in range(0, len(series_lines), 8192):
         aggregator.add(parser.parse([b"\n".join(series_lines[batch : batch + 8192])]), NOW)

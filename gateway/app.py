@@ -57,10 +57,12 @@ logger = logging.getLogger(__name__)
 ENCODE_SLICE = 1024
 """Rows of a closed window encoded at a time (about 2 ms)."""
 ENCODE_PAUSE = 0.002
-"""Seconds given to intake after each slice, at least."""
-ENCODE_SHARE = 1.5
-"""Intake gets at least this many times the time of each slice: 60 % of the loop while a
-window is encoded, enough for the intake rates a core sustains (see _encode)."""
+"""Seconds given to intake after each slice, at least, and again while it is behind."""
+INTAKE_SHARE_MAX = 9.0
+"""While datagrams wait, intake gets up to this many times each slice's time: 90 % of the
+loop, so a window still closes within ten times its CPU time (see _encode)."""
+INTAKE_SHARE_CATCHING_UP = 1.0
+"""The same once the next window is due as well: encoding gets half the loop."""
 
 TOP_PREFIXES = 10
 """How many metric prefixes ``/metrics`` names for new and refused series."""
@@ -199,13 +201,8 @@ class Gateway:
         Not in a worker thread: a CPU-bound thread holds the GIL, and the event loop, which
         gives it up at every socket read, waits up to the switch interval (5 ms) to get it
         back, so intake collapses while a large window is encoded (the convoy effect; the
-        ladder benchmark lost 15-22 % of single-line datagrams at 100,000 series).  A slice
-        of ENCODE_SLICE rows takes about 2 ms; the pause after it lets the loop read what
-        arrived meanwhile (a single turn reads only a few dozen datagrams, so yielding
-        once was not enough: the benchmark still lost 12 % at the close).  A fixed 2 ms
-        pause left intake 40 % of the loop during a close, less than single-line
-        datagrams at 50,000/s need (11 % lost at 100,000 series); ENCODE_SHARE gives it
-        60 % (0 % lost), and a close takes 2.5 times its CPU time in wall time.
+        ladder benchmark lost 15-22 % of single-line datagrams at 100,000 series).  Between
+        slices (ENCODE_SLICE rows, about 2 ms) intake gets the loop (``_give_way``).
         """
         built, packer, points = BuildResult(), Packer(), 0
         bodies: list[Body] = []
@@ -217,12 +214,33 @@ class Gateway:
             points += len(built.points)
             bodies.extend(packer.feed(built.points))
             built.points.clear()
-            # The pause is for intake; once stopping there is none, and a million series
-            # would spend 8 s of the shutdown deadline in pauses.
-            pause = max(ENCODE_PAUSE, ENCODE_SHARE * (self.clock.monotonic() - started))
-            await asyncio.sleep(pause if self._state == "ready" else 0)
+            await self._give_way(self.clock.monotonic() - started)
         bodies.extend(packer.finish())
         return bodies, built, points
+
+    async def _give_way(self, spent: float) -> None:
+        """Let intake run after an encoding slice that took ``spent`` seconds.
+
+        At least ENCODE_PAUSE, then more while datagrams wait in a socket: intake, not
+        the report, decides how much of the loop it needs, up to INTAKE_SHARE_MAX times
+        the slice.  A fixed share could not fit every load: 40 % of the loop lost 11 % of
+        single-line datagrams at 50,000/s, and 60 % would lose packed lines at 1 M/s, which
+        need about 75 % of a core.  When the next window is due before this one is
+        reported, closes are falling behind, and open windows would pile up in memory;
+        intake then gets INTAKE_SHARE_CATCHING_UP.  Once stopping there is no pause: a
+        million series would spend seconds of the shutdown deadline in them.
+        """
+        if self._state != "ready" or not self.listeners:
+            await asyncio.sleep(0)
+            return
+        behind = self.aggregator.next_close_time() <= self.clock.time()
+        share = INTAKE_SHARE_CATCHING_UP if behind else INTAKE_SHARE_MAX
+        until = self.clock.monotonic() + share * spent
+        await asyncio.sleep(ENCODE_PAUSE)
+        for _ in range(int(share * spent / ENCODE_PAUSE)):  # bounded by count as well
+            if self.clock.monotonic() >= until or not any(x.pending() for x in self.listeners):
+                break
+            await asyncio.sleep(ENCODE_PAUSE)
 
     def readiness(self) -> tuple[bool, str]:
         if self._state != "ready":
