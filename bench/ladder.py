@@ -5,14 +5,15 @@ One command, loopback only, bounded in time (a program, not a test):
     .venv/bin/python bench/ladder.py --shapes packed,single --series 10000,100000,1000000 \\
         --seconds 10 --repeat 3 --window 10 --out docs/benchmarks.md
 
-For each shape and series count, each receiver in turn (the gateway, then etsy statsd when
-Node is available and ``--no-etsy`` is not given) is started fresh, warmed up (every series
-sent once, not counted), and driven by ``bench/loadgen.py`` at each offered rate for
-``--seconds``; the whole ladder is repeated ``--repeat`` times (rates interleaved).  Loss is
-counted three ways: the sender's ledger against what the receiver counted (the gateway's
-``lines_received_total``, etsy statsd's own ``packet`` events), the kernel's drop counter for
-the receiving socket (/proc/net/udp), and the gateway's own drop and rejection counters.  A
-backlog still queued after the settle counts as lost.  The receiver's CPU share and RSS are
+For each shape and series count, each receiver in turn (the gateway, then etsy statsd
+when Node is available and ``--no-etsy`` is not given) is started fresh, warmed up (every
+series sent once at ``--warm-rate``, not counted), and driven by ``bench/loadgen.py`` at
+each offered rate for ``--seconds``; the whole ladder is repeated ``--repeat`` times
+(rates interleaved).  Loss is counted three ways: the sender's ledger against what the
+receiver counted (the gateway's ``lines_received_total``, etsy statsd's own ``packet``
+events), the kernel's drop counter for the receiving socket (/proc/net/udp), and the
+gateway's own drop and rejection counters.  A backlog still queued after the settle
+counts as lost.  The receiver's CPU share and RSS are
 recorded at every step.  ``bench/report.py`` writes the tables and the plot.
 
 Kills only the PIDs it started.  Standard library and ``bench`` only (matplotlib, optional, in
@@ -205,9 +206,10 @@ def ladder_for(subject: Subject, shape: str, series: int, args: argparse.Namespa
     common = ["--shape", shape, "--series", str(series), "--processes", str(args.processes)]
     base = {"receiver": subject.name, "shape": shape, "series": series}
     rb = kernel_rcvbuf(subject.udp_port)
+    warm_rate = str(min(rates[0], args.warm_rate))
     warm = run_load(
         subject,
-        [*common, "--once", "--pool-lines", "1", "--rate", str(rates[0]), "--seconds", "600"],
+        [*common, "--once", "--pool-lines", "1", "--rate", warm_rate, "--seconds", "600"],
         args,
     )
     print(
@@ -315,6 +317,12 @@ def arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--rcvbuf", type=int, default=8 << 20, help="receive buffer asked by both")
     ap.add_argument("--max-series", type=int, default=2_000_000, help="gateway --max-series")
     ap.add_argument("--processes", type=int, default=1, help="load generator senders")
+    ap.add_argument(
+        "--warm-rate",
+        type=int,
+        default=100_000,
+        help="lines/s of the warm-up, which creates every series once (at most the first rate)",
+    )
     ap.add_argument("--settle", type=float, default=3.0, help="max wait after each step, s")
     ap.add_argument("--no-etsy", action="store_true", help="do not run etsy statsd")
     ap.add_argument("--etsy-spec", default="statsd", help="npm spec, e.g. statsd@0.9.0")

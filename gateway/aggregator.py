@@ -16,6 +16,7 @@ No I/O, no clock reads, no logging; only this module and ``gateway.window`` impo
 from __future__ import annotations
 
 import math
+import operator
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -26,7 +27,7 @@ from gateway.parser import NO_TIMESTAMP, ParsedBatch
 from gateway.protocol import Kind, Op
 from gateway.series_index import SeriesIndex
 from gateway.slot_map import SlotMap
-from gateway.window import Floats, Indices, Window, WindowSnapshot
+from gateway.window import Floats, Indices, SetMembers, Window, WindowSnapshot
 from gateway.window_state import AggregatorState
 
 _NONE = -1
@@ -302,13 +303,10 @@ class Aggregator:
             (closed_start != _NONE) & ~touched & is_gauge & (age < self.gauge_ttl)
         )
         distinct = np.zeros(len(rows), dtype=np.int64)
-        members = {}
-        set_rows = np.flatnonzero(row_kinds == Kind.SET).tolist()
-        if set_rows:
-            by_slot = window.sets
-            for j in set_rows:
-                members[j] = by_slot[int(rows[j])]
-                distinct[j] = len(members[j])
+        if window.pairs:  # members per set row: only counted here (see SetMembers)
+            slots = map(operator.itemgetter(0), window.pairs)
+            paired = np.fromiter(slots, dtype=np.intp, count=len(window.pairs))
+            distinct = np.bincount(paired, minlength=n)[rows]
         snapshot = WindowSnapshot(
             start=start,
             keys=self._series.keys(rows.tolist()),
@@ -320,7 +318,7 @@ class Aggregator:
             last=window.last[rows],
             last_at=window.last_at[rows],
             distinct=distinct,
-            members=members,
+            members=SetMembers(window.pairs, rows),
             held_keys=self._series.keys(held.tolist()),
             held_values=self._gauge_closed_value[held],
         )

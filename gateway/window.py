@@ -12,7 +12,7 @@ plain Python numbers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,18 +87,60 @@ class Window:
     @property
     def sets(self) -> dict[int, set[bytes]]:
         """The distinct members of each set series, by slot."""
-        by_slot: dict[int, set[bytes]] = {}
-        for slot, member in self.pairs:
-            found = by_slot.get(slot)
-            if found is None:
-                by_slot[slot] = {member}
-            else:
-                found.add(member)
-        return by_slot
+        return group_pairs(self.pairs)
 
     @sets.setter
     def sets(self, by_slot: dict[int, set[bytes]]) -> None:
         self.pairs = {(slot, member) for slot, members in by_slot.items() for member in members}
+
+
+def group_pairs(pairs: Iterable[tuple[int, bytes]]) -> dict[int, set[bytes]]:
+    """(slot, member) pairs grouped by slot."""
+    by_slot: dict[int, set[bytes]] = {}
+    for slot, member in pairs:
+        found = by_slot.get(slot)
+        if found is None:
+            by_slot[slot] = {member}
+        else:
+            found.add(member)
+    return by_slot
+
+
+class SetMembers(Mapping[int, set[bytes]]):
+    """The members of a snapshot's set rows, by row position, grouped when first read.
+
+    A closed window's (slot, member) pairs are kept as they are: reporting needs only each
+    row's count (``WindowSnapshot.distinct``), and grouping a million pairs would hold the
+    event loop for half a second at every close.  Merging the windows of several workers
+    reads the members, and groups them then, in the parent.
+    """
+
+    __slots__ = ("_grouped", "_pairs", "_rows")
+
+    def __init__(self, pairs: set[tuple[int, bytes]], rows: Indices) -> None:
+        """``rows``: the slot of each row, ascending (as ``np.flatnonzero`` gives them)."""
+        self._pairs: set[tuple[int, bytes]] | None = pairs
+        self._rows = rows
+        self._grouped: dict[int, set[bytes]] | None = None
+
+    def _groups(self) -> dict[int, set[bytes]]:
+        if self._grouped is None:
+            assert self._pairs is not None
+            by_slot = group_pairs(self._pairs)
+            slots = np.fromiter(by_slot, dtype=np.intp, count=len(by_slot))
+            rows = np.searchsorted(self._rows, slots).tolist()
+            self._grouped = dict(zip(rows, by_slot.values(), strict=True))
+            self._pairs = None
+        return self._grouped
+
+    def __getitem__(self, row: int) -> set[bytes]:
+        return self._groups()[row]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._groups())
+
+    def __len__(self) -> int:
+        return len(self._groups())
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +163,7 @@ class WindowSnapshot:
     last: Floats
     last_at: Floats
     distinct: npt.NDArray[np.int64]
-    members: dict[int, set[bytes]]
+    members: Mapping[int, set[bytes]]
     held_keys: list[SeriesKey]
     held_values: Floats
 

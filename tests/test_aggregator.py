@@ -8,6 +8,7 @@ expected result is every non-empty snapshot the steps produced, oldest first, as
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import numpy as np
@@ -489,3 +490,21 @@ def test_batches_from_different_key_tables_never_share_a_mapping() -> None:
         agg.add(batch, B + 1)
     (snapshot,) = agg.close(B + W + GRACE)
     assert sorted(key[0] for key, _, _ in snapshot.rows()) == ["a", "z"]
+
+
+def test_set_members_are_grouped_by_row_when_read_and_survive_pickling() -> None:
+    """A snapshot counts each set row's members at the close and groups them only when
+    read (merging workers' windows); rows of other types sit between the set rows."""
+    agg = Aggregator(window=W, grace=GRACE, gauge_ttl=3600, now=B)
+    agg.add(parse(("next:1|c",)), B + W + 1)  # slot 0, in the next window: rows != slots
+    lines = ("c:1|c", "s1:a|s", "g:1|g", "s2:x|s", "s1:b|s", "s1:a|s", "s2:y|s", "s2:z|s")
+    agg.add(parse(lines), B + 1)
+    (snapshot,) = agg.close(B + W + GRACE)
+    row = {key[0]: i for i, key in enumerate(snapshot.keys)}
+    expected = {row["s1"]: {b"a", b"b"}, row["s2"]: {b"x", b"y", b"z"}}
+    by_row = dict(zip(snapshot.keys, snapshot.distinct.tolist(), strict=True))
+    assert {key[0]: n for key, n in by_row.items()} == {"c": 0, "s1": 2, "g": 0, "s2": 3}
+    copied = pickle.loads(pickle.dumps(snapshot))  # as a worker sends it, before grouping
+    assert snapshot.members == expected
+    assert copied.members == expected
+    assert len(snapshot.members) == 2 and sorted(snapshot.members) == sorted(expected)
