@@ -107,6 +107,7 @@ class Gateway:
             per_minute=None if to_stdout else settings.max_requests_per_minute,
             send_jitter=0.0 if to_stdout else settings.send_jitter,
             spool=self._spool,
+            intake_behind=self._intake_behind,
         )
         self._pool = (
             WorkerPool(settings, self.metrics, self.clock, self._report_one)
@@ -238,9 +239,13 @@ class Gateway:
         until = self.clock.monotonic() + share * spent
         await asyncio.sleep(ENCODE_PAUSE)
         for _ in range(int(share * spent / ENCODE_PAUSE)):  # bounded by count as well
-            if self.clock.monotonic() >= until or not any(x.pending() for x in self.listeners):
+            if self.clock.monotonic() >= until or not self._intake_behind():
                 break
             await asyncio.sleep(ENCODE_PAUSE)
+
+    def _intake_behind(self) -> bool:
+        """Whether a datagram waits unread in one of this process's sockets."""
+        return any(listener.pending() for listener in self.listeners)
 
     def readiness(self) -> tuple[bool, str]:
         if self._state != "ready":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 from typing import Any
@@ -13,13 +14,14 @@ from prometheus_client import CollectorRegistry
 
 from gateway.batches import Body, pack
 from gateway.client import JDCloudClient, PointError, PutResult
-from gateway.delivery import Delivery
+from gateway.clock import SystemClock
+from gateway.delivery import INTAKE_PAUSE, Delivery
 from gateway.emulator import start_emulator
 from gateway.errors import DeliveryError
 from gateway.metrics import GatewayMetrics
 from gateway.policy import BACKOFF_CAP, Action, backoff, decide
 from gateway.signer import Credentials
-from gateway.sinks import ApiSink, Attempt
+from gateway.sinks import ApiSink, Attempt, StdoutSink
 from tests.clocks import FakeClock
 
 KEYS = ("AKTESTGATEWAY01", "test-secret-not-real")
@@ -249,3 +251,37 @@ def test_a_body_in_flight_is_never_dropped_under_it() -> None:
     # next oldest is dropped, and each point is counted exactly once.
     assert _metric(registry, "statsd_gateway_points_sent_total") == 100
     assert _metric(registry, "statsd_gateway_points_dropped_total", reason="backlog_full") == 50
+
+
+def test_bodies_wait_for_intake_while_datagrams_are_queued() -> None:
+    """Each delivered body is followed by a pause while intake is behind, and every body
+    still goes out."""
+    asked: list[bool] = []
+
+    def behind() -> bool:
+        asked.append(True)
+        return True
+
+    async def go() -> tuple[bytes, float]:
+        out = io.BytesIO()
+        delivery = Delivery(
+            StdoutSink(out), SystemClock(), GatewayMetrics(CollectorRegistry()),
+            max_points=1000, max_age=1e6, per_minute=None, send_jitter=0, intake_behind=behind,
+        )  # fmt: skip
+        stop = asyncio.Event()
+        bodies = [Body(b"{%d}" % i, 1) for i in range(10)]
+        started = time.monotonic()
+        await delivery.enqueue(bodies, int(time.time()), delay=False)
+        running = asyncio.create_task(delivery.run(stop))
+        while out.getvalue().count(b"\n") < len(bodies):
+            await asyncio.sleep(0.001)
+        took = time.monotonic() - started
+        stop.set()
+        delivery._wake.set()
+        await running
+        return out.getvalue(), took
+
+    written, took = asyncio.run(go())
+    assert written == b"".join(b"{%d}\n" % i for i in range(10))
+    assert len(asked) >= 9  # after each body but perhaps the last
+    assert took >= 9 * INTAKE_PAUSE
