@@ -3,11 +3,11 @@
     listener --batches--> parser --columns--> aggregator --snapshots--> points --> bodies
         --> outbox --> sink (stdout or the JD Cloud client)
 
-Intake runs in the event loop.  A closed window is turned into bodies in the loop too, 250
-rows at a time with a pause for intake after each slice (1.5 times the slice's time, at
-least 2 ms), so intake never stops for long while a window is reported; a delivery task
-drains the outbox.  Each stage returns
-what happened (rejects, conflicts, invalid points, send results) and this module counts
+Intake runs in the event loop.  A closed window is turned into bodies in the loop too,
+1,024 rows at a time, giving way to intake after each slice for as long as datagrams wait
+(``_give_way``), so intake never stops for long while a window is reported; a delivery
+task drains the outbox, and also waits while intake is behind.  Each stage returns what
+happened (rejects, conflicts, invalid points, send results) and this module counts
 it in ``GatewayMetrics``.
 
 On SIGTERM or SIGINT (CONTRACT 7): stop reading, take in what was already received, close

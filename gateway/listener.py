@@ -253,8 +253,11 @@ class DatagramListener:
         ``FIONREAD`` on a datagram socket gives the size of the next datagram (0 when there
         is none; an empty datagram also reads as none, which costs nothing to miss).
         """
+        fd = self.socket.fileno()
+        if fd < 0:  # closed: stopping
+            return False
         try:
-            size = fcntl.ioctl(self.socket.fileno(), termios.FIONREAD, _NO_BYTES)
+            size = fcntl.ioctl(fd, termios.FIONREAD, _NO_BYTES)
         except OSError:
             return False
         return size != _NO_BYTES

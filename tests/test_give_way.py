@@ -46,6 +46,9 @@ def test_pending_says_whether_a_datagram_waits_unread(bound: socket.socket) -> N
     assert listener.pending()
     bound.recv(100)
     assert not listener.pending()
+    send(bound)
+    bound.close()  # as at a stop, while delivery still asks
+    assert not listener.pending()
 
 
 def ready_gateway(sock: socket.socket, clock: FakeClock | None = None) -> Gateway:
