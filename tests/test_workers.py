@@ -2,8 +2,8 @@
 
 Many senders (each its own socket, so its own source port) send known values; the kernel
 spreads them over the workers by address; the stdout bodies must carry the totals one
-process would have computed, once per series.  A worker killed with SIGKILL is started
-again on the same port, and what is sent afterwards is reported.
+process would have computed, once per series.  A worker killed with SIGKILL, or silent
+for 30 s, is started again on the same port, and what is sent afterwards is reported.
 """
 
 from __future__ import annotations
@@ -139,6 +139,25 @@ def test_a_killed_worker_is_started_again_on_the_same_port() -> None:
         code = gw.stop()
     assert code == 0
     _check(_points(gw, "after"), "after")
+
+
+def test_a_silent_worker_is_killed_and_started_again() -> None:
+    """A stopped (SIGSTOP) worker is alive but holds back every window: after STALL_AFTER
+    (30 s) of silence the parent kills it and starts another on the same port."""
+    gw = _start_workers()
+    try:
+        victim = _workers_of(gw.proc.pid)[0]
+        os.kill(victim, signal.SIGSTOP)
+        gw.wait_for(re.compile(r"worker \d silent for \d+ s: killing it"), timeout=60)
+        _wait_metric(gw, "statsd_gateway_worker_restarts_total", 1)
+        _wait_metric(gw, "statsd_gateway_workers_ready", 2, timeout=60)
+        assert victim not in _workers_of(gw.proc.pid)
+        _send_from_many(gw, "unstuck")
+        _wait_metric(gw, "statsd_gateway_lines_received_total", SENDERS * 4)
+    finally:
+        code = gw.stop()
+    assert code == 0
+    _check(_points(gw, "unstuck"), "unstuck")
 
 
 def test_a_second_gateway_with_workers_cannot_share_the_port() -> None:
