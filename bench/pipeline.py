@@ -21,8 +21,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from gateway.aggregator import Aggregator
-from gateway.app import ENCODE_SLICE
 from gateway.batches import pack
+from gateway.encoder import ENCODE_SLICE
 from gateway.intake import MIN_PARSER_CACHE
 from gateway.listener import MAX_BATCH_DATAGRAMS
 from gateway.malloc import tune_collector

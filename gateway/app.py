@@ -5,7 +5,7 @@
 
 Intake runs in the event loop.  A closed window is turned into bodies in the loop too,
 1,024 rows at a time, giving way to intake after each slice for as long as datagrams wait
-(``_give_way``), so intake never stops for long while a window is reported; a delivery
+(``gateway.encoder``), so intake never stops for long while a window is reported; a delivery
 task drains the outbox, and also waits while intake is behind.  Each stage returns what
 happened (rejects, conflicts, invalid points, send results) and this module counts
 it in ``GatewayMetrics``.
@@ -30,10 +30,11 @@ from prometheus_client import CollectorRegistry
 
 from gateway import window_state
 from gateway.aggregator import Aggregator
-from gateway.batches import Body, Packer
+from gateway.batches import Body
 from gateway.clock import Clock, SystemClock
 from gateway.config import Settings
 from gateway.delivery import Delivery
+from gateway.encoder import encode, give_way
 from gateway.health import HealthServer
 from gateway.intake import Intake
 from gateway.listener import (
@@ -53,16 +54,6 @@ from gateway.window import WindowSnapshot
 from gateway.window_state import AggregatorState
 
 logger = logging.getLogger(__name__)
-
-ENCODE_SLICE = 1024
-"""Rows of a closed window encoded at a time (about 2 ms)."""
-ENCODE_PAUSE = 0.002
-"""Seconds given to intake after each slice, at least, and again while it is behind."""
-INTAKE_SHARE_MAX = 9.0
-"""While datagrams wait, intake gets up to this many times each slice's time: 90 % of the
-loop, so a window still closes within ten times its CPU time (see _encode)."""
-INTAKE_SHARE_CATCHING_UP = 1.0
-"""The same once the next window is due as well: encoding gets half the loop."""
 
 TOP_PREFIXES = 10
 """How many metric prefixes ``/metrics`` names for new and refused series."""
@@ -162,7 +153,7 @@ class Gateway:
         await self.delivery.enqueue(bodies, snapshot.start, delay=self._state == "ready")
         # What survived a window (series keys, cache entries) lives on: take it out of
         # the cyclic collector's reach, or every full collection walks it all in the
-        # event loop (see ENCODE_PAUSE). It is freed by reference counting as usual.
+        # event loop (see gateway.encoder). It is freed by reference counting as usual.
         gc.freeze()
         logger.info(
             "window closed start=%d series=%d points=%d requests=%d",
@@ -197,51 +188,16 @@ class Gateway:
             )
 
     async def _encode(self, snapshot: WindowSnapshot) -> tuple[list[Body], BuildResult, int]:
-        """Turn a closed window into bodies in slices, letting intake run between them.
-
-        Not in a worker thread: a CPU-bound thread holds the GIL, and the event loop, which
-        gives it up at every socket read, waits up to the switch interval (5 ms) to get it
-        back, so intake collapses while a large window is encoded (the convoy effect; the
-        ladder benchmark lost 15-22 % of single-line datagrams at 100,000 series).  Between
-        slices (ENCODE_SLICE rows, about 2 ms) intake gets the loop (``_give_way``).
-        """
-        built, packer, points = BuildResult(), Packer(), 0
-        bodies: list[Body] = []
-        now = self.clock.time()
-        for part in snapshot.columns(ENCODE_SLICE):
-            started = self.clock.monotonic()
-            self._builder.build_columns(part, snapshot.start, now=now, into=built)
-            # Packed as they come: all points and all bodies are never held at once.
-            points += len(built.points)
-            bodies.extend(packer.feed(built.points))
-            built.points.clear()
-            await self._give_way(self.clock.monotonic() - started)
-        bodies.extend(packer.finish())
-        return bodies, built, points
+        return await encode(snapshot, self._builder, self.clock, self._give_way)
 
     async def _give_way(self, spent: float) -> None:
-        """Let intake run after an encoding slice that took ``spent`` seconds.
-
-        At least ENCODE_PAUSE, then more while datagrams wait in a socket: intake, not
-        the report, decides how much of the loop it needs, up to INTAKE_SHARE_MAX times
-        the slice.  A fixed share could not fit every load: 40 % of the loop lost 11 % of
-        single-line datagrams at 50,000/s, and 60 % would lose packed lines at 1 M/s, which
-        need about 75 % of a core.  When the next window is due before this one is
-        reported, closes are falling behind, and open windows would pile up in memory;
-        intake then gets INTAKE_SHARE_CATCHING_UP.  Once stopping there is no pause: a
-        million series would spend seconds of the shutdown deadline in them.
-        """
+        """Intake's turn after an encoding slice; none once stopping (a million series
+        would spend seconds of the shutdown deadline in pauses)."""
         if self._state != "ready" or not self.listeners:
             await asyncio.sleep(0)
             return
-        behind = self.aggregator.next_close_time() <= self.clock.time()
-        share = INTAKE_SHARE_CATCHING_UP if behind else INTAKE_SHARE_MAX
-        until = self.clock.monotonic() + share * spent
-        await asyncio.sleep(ENCODE_PAUSE)
-        for _ in range(int(share * spent / ENCODE_PAUSE)):  # bounded by count as well
-            if self.clock.monotonic() >= until or not self._intake_behind():
-                break
-            await asyncio.sleep(ENCODE_PAUSE)
+        catching_up = self.aggregator.next_close_time() <= self.clock.time()
+        await give_way(spent, self.clock, self._intake_behind, catching_up=catching_up)
 
     def _intake_behind(self) -> bool:
         """Whether a datagram waits unread in one of this process's sockets."""

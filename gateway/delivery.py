@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from gateway.batches import Body
 from gateway.clock import Clock
+from gateway.listener import INTAKE_PAUSE
 from gateway.metrics import GatewayMetrics
 from gateway.outbox import Drop, Outbox, Pending, TokenBucket
 from gateway.policy import Action
@@ -28,8 +29,6 @@ logger = logging.getLogger(__name__)
 
 FAILING_AFTER = 3
 """Consecutive failed attempts after which ``/readyz`` reports delivery as failing."""
-INTAKE_PAUSE = 0.002
-"""Seconds given to intake before the next body while datagrams wait in a socket."""
 
 
 class Delivery:

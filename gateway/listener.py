@@ -47,6 +47,9 @@ READ_SIZE = 256 * 1024
 MAX_BATCH_DATAGRAMS = 1024
 MAX_BATCH_BYTES = 1 << 20
 FLUSH_INTERVAL = 0.01
+INTAKE_PAUSE = 0.002
+"""Seconds other work in the loop (encoding, delivery) waits while intake is behind
+(``DatagramListener.pending``) before it goes on."""
 _SO_RCVBUFFORCE = 33  # Linux; needs CAP_NET_ADMIN, else SO_RCVBUF capped by rmem_max
 
 _NO_BYTES = struct.pack("i", 0)

@@ -15,9 +15,10 @@ from prometheus_client import CollectorRegistry
 from gateway.batches import Body, pack
 from gateway.client import JDCloudClient, PointError, PutResult
 from gateway.clock import SystemClock
-from gateway.delivery import INTAKE_PAUSE, Delivery
+from gateway.delivery import Delivery
 from gateway.emulator import start_emulator
 from gateway.errors import DeliveryError
+from gateway.listener import INTAKE_PAUSE
 from gateway.metrics import GatewayMetrics
 from gateway.policy import BACKOFF_CAP, Action, backoff, decide
 from gateway.signer import Credentials

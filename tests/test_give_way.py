@@ -14,10 +14,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.app import ENCODE_PAUSE, INTAKE_SHARE_CATCHING_UP, INTAKE_SHARE_MAX, Gateway
+from gateway.app import Gateway
 from gateway.clock import SystemClock
 from gateway.config import Settings
-from gateway.listener import DatagramListener, open_udp_socket
+from gateway.encoder import INTAKE_SHARE_CATCHING_UP, INTAKE_SHARE_MAX
+from gateway.listener import INTAKE_PAUSE, DatagramListener, open_udp_socket
 from gateway.options import Address
 from gateway.sinks import StdoutSink
 from tests.clocks import FakeClock
@@ -88,4 +89,4 @@ def test_with_nothing_waiting_encoding_resumes_after_one_pause(bound: socket.soc
     """Only the pause itself: a wait of 9 x 0.5 s would show that the socket was polled."""
     gateway = ready_gateway(bound)
     assert waited(gateway, 0.5) < INTAKE_SHARE_MAX * 0.5
-    assert ENCODE_PAUSE < 0.5
+    assert INTAKE_PAUSE < 0.5
