@@ -25,9 +25,9 @@ import numpy.typing as npt
 
 from gateway.parser import NO_TIMESTAMP, ParsedBatch
 from gateway.protocol import Kind, Op
-from gateway.series_index import SeriesIndex
+from gateway.series_index import SeriesIndex, keys_at
 from gateway.slot_map import SlotMap
-from gateway.window import Floats, Indices, SetMembers, Window, WindowSnapshot
+from gateway.window import Floats, Indices, SetMembers, SlotColumns, Window, WindowSnapshot
 from gateway.window_state import AggregatorState
 
 _NONE = -1
@@ -293,8 +293,7 @@ class Aggregator:
         window = self._windows.pop(start, None) or Window(start, self._capacity)
         kinds = self._kind[:n]
         touched = window.touched[:n]
-        rows = np.flatnonzero(touched)
-        row_kinds = kinds[rows]
+        slots = np.flatnonzero(touched)
 
         closed_start = self._gauge_closed_start[:n]
         age = start - closed_start
@@ -302,28 +301,35 @@ class Aggregator:
         held = np.flatnonzero(
             (closed_start != _NONE) & ~touched & is_gauge & (age < self.gauge_ttl)
         )
-        distinct = np.zeros(len(rows), dtype=np.int64)
+        distinct = np.zeros(n, dtype=np.int64)
         if window.pairs:  # members per set row: only counted here (see SetMembers)
-            slots = map(operator.itemgetter(0), window.pairs)
-            paired = np.fromiter(slots, dtype=np.intp, count=len(window.pairs))
-            distinct = np.bincount(paired, minlength=n)[rows]
+            paired = map(operator.itemgetter(0), window.pairs)
+            in_slot = np.fromiter(paired, dtype=np.intp, count=len(window.pairs))
+            distinct = np.bincount(in_slot, minlength=n)
+        # The window is out of ``_windows``: nothing writes to its columns any more.  Kinds
+        # and keys change as series go idle below, so the snapshot takes copies of those.
+        keys = self._series.export()
+        by_slot = SlotColumns(
+            keys=keys,
+            kinds=kinds.copy(),
+            sum=window.sum,
+            count=window.count,
+            min=window.min,
+            max=window.max,
+            last=window.last,
+            last_at=window.last_at,
+            distinct=distinct,
+        )
         snapshot = WindowSnapshot(
             start=start,
-            keys=self._series.keys(rows.tolist()),
-            kinds=row_kinds,
-            sum=window.sum[rows],
-            count=window.count[rows],
-            min=window.min[rows],
-            max=window.max[rows],
-            last=window.last[rows],
-            last_at=window.last_at[rows],
-            distinct=distinct,
-            members=SetMembers(window.pairs, rows),
-            held_keys=self._series.keys(held.tolist()),
+            slots=slots,
+            by_slot=by_slot,
+            members=SetMembers(window.pairs, slots),
+            held_keys=keys_at(keys, held.tolist()),
             held_values=self._gauge_closed_value[held],
         )
 
-        updated = rows[row_kinds == Kind.GAUGE]
+        updated = np.flatnonzero(touched & is_gauge)
         self._gauge_closed_value[updated] = window.last[updated]
         self._gauge_closed_start[updated] = start
         self._release(start, n, touched, is_gauge)

@@ -93,12 +93,12 @@ def merge(start: int, parts: list[WindowSnapshot]) -> Merged:
         for row, found in part.members.items():
             if kept[offset + row]:
                 members.setdefault(slots[offset + row], set()).update(found)
-        offset += len(part.keys)
+        offset += len(part.slots)
     distinct = np.zeros(n, dtype=np.int64)
     for i, found in members.items():
         distinct[i] = len(found)
 
-    snapshot = WindowSnapshot(
+    snapshot = WindowSnapshot.of_rows(
         start=start,
         keys=list(slot),
         kinds=kind.astype(np.int8),

@@ -13,7 +13,7 @@ Pure: no I/O, no logging, no numpy.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from gateway.protocol import SeriesKey
 
@@ -22,6 +22,13 @@ NONE = -1
 
 def prefix(key: SeriesKey) -> str:
     return key[0].partition(".")[0]
+
+
+def keys_at(table: Sequence[SeriesKey | None], slots: Iterable[int]) -> list[SeriesKey]:
+    """The keys of ``slots`` in a table of keys by slot (``SeriesIndex.export``)."""
+    found = list(map(table.__getitem__, slots))
+    assert None not in found, "a slot in use has a key"
+    return found  # type: ignore[return-value]
 
 
 class SeriesIndex:
@@ -63,11 +70,6 @@ class SeriesIndex:
         self.created[prefix(key)] += 1
         return slot
 
-    def keys(self, slots: Iterable[int]) -> list[SeriesKey]:
-        found = list(map(self._keys.__getitem__, slots))
-        assert None not in found, "a slot in use has a key"
-        return found  # type: ignore[return-value]
-
     def in_use(self) -> list[bool]:
         """Per slot, whether a series holds it."""
         return [key is not None for key in self._keys]
@@ -91,6 +93,7 @@ class SeriesIndex:
         return tallies
 
     def export(self) -> list[SeriesKey | None]:
+        """The key of every slot (None: free), as a copy: later evictions leave it as it is."""
         return list(self._keys)
 
     @classmethod

@@ -460,6 +460,24 @@ def test_a_window_larger_than_one_slice_of_rows_reports_every_series() -> None:
     assert rows["g"] == (G, gauge(5, 5, 5, 5, 1)) and rows["s"] == (S, distinct(1))
 
 
+def test_a_snapshot_keeps_its_rows_while_new_series_take_their_slots() -> None:
+    """A snapshot gathers its rows when it is encoded, after the close; meanwhile series
+    that went idle at the close have given their slots to new series of other types."""
+    agg = Aggregator(window=W, grace=GRACE, gauge_ttl=3600, now=B)
+    agg.add(parse(("a:3|c", "b:7|ms", "keep:1|c")), B + 1)
+    agg.add(parse(("keep:2|c",)), B + W + 1)  # live in the next window: keeps its slot
+    (snapshot,) = agg.close(B + W + GRACE)
+    agg.add(parse(("x:9|g", "y:u|s")), B + W + 3)
+    assert agg.slots == 3, "x and y reuse the slots of a and b"
+    expected = {
+        key("a"): (C, num(3, 1, 3, 3, 3)),
+        key("b"): (T, num(7, 1, 7, 7, 7)),
+        key("keep"): (C, num(1, 1, 1, 1, 1)),
+    }
+    for copy in (snapshot, pickle.loads(pickle.dumps(snapshot))):
+        assert {k: (kind, stats) for k, kind, stats in copy.rows()} == expected
+
+
 @pytest.mark.parametrize(
     ("start_offset", "closes", "expected"),
     [

@@ -153,7 +153,7 @@ def part(
 ) -> WindowSnapshot:
     n = len(keys)
     values = np.arange(1.0, n + 1)
-    return WindowSnapshot(
+    return WindowSnapshot.of_rows(
         start=0,
         keys=[(key, ()) for key in keys],
         kinds=np.array(kinds, dtype=np.int8),
@@ -182,7 +182,7 @@ def test_a_type_conflict_between_workers_keeps_the_type_with_more_samples() -> N
 def test_the_last_value_is_the_one_that_arrived_last() -> None:
     early = part(["x"], [Kind.GAUGE], [1], [5.0])
     late = part(["x", "z"], [Kind.GAUGE, Kind.GAUGE], [1, 1], [7.0, 7.0])
-    late.last[0] = 42.0
+    late.by_slot.last[0] = 42.0  # row 0 is slot 0
     for parts in ([early, late], [late, early]):
         snapshot = merge(0, parts).snapshot
         assert snapshot.last[snapshot.keys.index(("x", ()))] == 42.0
