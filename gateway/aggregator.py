@@ -16,7 +16,6 @@ No I/O, no clock reads, no logging; only this module and ``gateway.window`` impo
 from __future__ import annotations
 
 import math
-import operator
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -27,7 +26,7 @@ from gateway.parser import NO_TIMESTAMP, ParsedBatch
 from gateway.protocol import Kind, Op
 from gateway.series_index import SeriesIndex, keys_at
 from gateway.slot_map import SlotMap
-from gateway.window import Floats, Indices, SetMembers, SlotColumns, Window, WindowSnapshot
+from gateway.window import Floats, Indices, SetMembers, Window, WindowSnapshot
 from gateway.window_state import AggregatorState
 
 _NONE = -1
@@ -301,29 +300,12 @@ class Aggregator:
         held = np.flatnonzero(
             (closed_start != _NONE) & ~touched & is_gauge & (age < self.gauge_ttl)
         )
-        distinct = np.zeros(n, dtype=np.int64)
-        if window.pairs:  # members per set row: only counted here (see SetMembers)
-            paired = map(operator.itemgetter(0), window.pairs)
-            in_slot = np.fromiter(paired, dtype=np.intp, count=len(window.pairs))
-            distinct = np.bincount(in_slot, minlength=n)
-        # The window is out of ``_windows``: nothing writes to its columns any more.  Kinds
-        # and keys change as series go idle below, so the snapshot takes copies of those.
+        # Kinds and keys change as series go idle below: the snapshot takes copies of those.
         keys = self._series.export()
-        by_slot = SlotColumns(
-            keys=keys,
-            kinds=kinds.copy(),
-            sum=window.sum,
-            count=window.count,
-            min=window.min,
-            max=window.max,
-            last=window.last,
-            last_at=window.last_at,
-            distinct=distinct,
-        )
         snapshot = WindowSnapshot(
             start=start,
             slots=slots,
-            by_slot=by_slot,
+            by_slot=window.by_slot(keys, kinds.copy(), n),
             members=SetMembers(window.pairs, slots),
             held_keys=keys_at(keys, held.tolist()),
             held_values=self._gauge_closed_value[held],

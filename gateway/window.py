@@ -13,6 +13,7 @@ plain Python numbers.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -85,6 +86,20 @@ class Window:
     def add_members(self, idx: list[int], members: list[bytes]) -> None:
         self.pairs.update(zip(idx, members, strict=True))
         self.touched[idx] = True
+
+    def by_slot(
+        self, keys: Sequence[SeriesKey | None], kinds: npt.NDArray[np.int8], n: int
+    ) -> SlotColumns:
+        """The columns of this window, closed (nothing writes to them any more), for the
+        first ``n`` slots; ``keys`` and ``kinds`` by slot as of the close."""
+        distinct = np.zeros(n, dtype=np.int64)
+        if self.pairs:  # members per set row: only counted here (see SetMembers)
+            paired = map(operator.itemgetter(0), self.pairs)
+            in_slot = np.fromiter(paired, dtype=np.intp, count=len(self.pairs))
+            distinct = np.bincount(in_slot, minlength=n)
+        return SlotColumns(
+            keys, kinds, self.sum, self.count, self.min, self.max, self.last, self.last_at, distinct
+        )
 
     @property
     def sets(self) -> dict[int, set[bytes]]:
