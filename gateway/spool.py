@@ -2,9 +2,9 @@
 
 Owns the spool directory (``--spool-dir``) and every file in it. Synchronous file I/O only
 (callers use ``asyncio.to_thread``); imports no asyncio, numpy, prometheus_client, and no
-gateway module but ``gateway.errors``. Logs file names, sizes and reasons, never a body's
-contents. Thread-safe: one lock serialises every public method. docs/delivery.md
-("The spool") has more.
+gateway module but ``gateway.errors`` and ``gateway.spool_file``. Logs file names, sizes and
+reasons, never a body's contents. Thread-safe: one lock serialises every public method.
+docs/delivery.md ("The spool") has more.
 
     DIR/000000000000042.body        a pending request body, named by its sequence number
     DIR/000000000000042.body.tmp    being written; one left by a crash is removed at scan
@@ -18,26 +18,10 @@ torn record; replay is oldest first by the sequence number in the name; dropping
 or removing a delivered body is one ``unlink``, with no compaction; and damage costs only
 the points of one file. Names that match none of the patterns above are left alone.
 
-Every file has this format (integers big-endian)::
-
-    offset size field
-    0      8    magic          b"SGSPOOL1"
-    8      2    version        uint16, 1
-    10     2    header length  uint16, 40 (the body starts here)
-    12     4    points         uint32, points in the body (0 in window.state)
-    16     8    timestamp      int64, the oldest point's timestamp, Unix seconds (0 in state)
-    24     8    body length    uint64
-    32     4    body CRC32     zlib.crc32 of the body
-    36     4    header CRC32   zlib.crc32 of bytes 0..35
-    40     ...  body           exactly "body length" bytes; nothing may follow
-
-CRC32, not SHA-256: the threat is accidental damage (torn writes, bit rot), which CRC32
-catches at memory speed (every burst up to 32 bits, the rest with odds 1 - 2**-32); whoever
-can write DIR could write a valid hash too. The header has its own CRC, so a damaged count
-or length is never trusted. A file is corrupt when it is shorter than a header, or has the
-wrong magic, an unknown version, a bad header CRC, a size other than 40 + body length, or a
-bad body CRC; it is moved into ``corrupt/`` and counted, with its points when the header was
-intact. ``window.state`` does not count towards ``max_bytes`` (its size follows the live series).
+Every file has the format of ``gateway.spool_file`` (a header with CRCs, then the body): a
+file that fails its checks is corrupt; it is moved into ``corrupt/`` and counted, with its
+points when the header was intact. ``window.state`` does not count towards ``max_bytes``
+(its size follows the live series).
 """
 
 from __future__ import annotations
@@ -47,21 +31,15 @@ import fcntl
 import logging
 import os
 import re
-import struct
 import threading
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.errors import GatewayError
+from gateway.spool_file import SpoolFormatError, decode, encode
 
 logger = logging.getLogger(__name__)
 
-MAGIC = b"SGSPOOL1"
-VERSION = 1
-_HEAD = struct.Struct(">8sHHIqQI")  # everything before the header CRC
-_HEADER_CRC = struct.Struct(">I")
-HEADER_LENGTH = _HEAD.size + _HEADER_CRC.size  # 40
 STATE_NAME = "window.state"
 CORRUPT_DIR = "corrupt"
 LOCK_NAME = "lock"
@@ -72,15 +50,6 @@ _TMP_RE = re.compile(r"^(?:([0-9]{15,})\.body|window\.state)\.tmp$")
 
 class SpoolError(GatewayError):
     """The spool directory cannot be created, locked or written; one line for the operator."""
-
-
-class SpoolFormatError(ValueError):
-    """Bytes that are not an intact spool file; ``points`` is known when the header was."""
-
-    def __init__(self, reason: str, points: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.points = points
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,32 +91,6 @@ class SpoolStats:
         self.corrupt_files += files
         if points is not None:
             self.corrupt_points = (self.corrupt_points or 0) + points
-
-
-def encode(body: bytes, *, points: int, timestamp: int) -> bytes:
-    """Header plus body, ready to be written."""
-    head = _HEAD.pack(MAGIC, VERSION, HEADER_LENGTH, points, timestamp, len(body), zlib.crc32(body))
-    return head + _HEADER_CRC.pack(zlib.crc32(head)) + body
-
-
-def decode(data: bytes) -> tuple[bytes, int, int]:
-    """Verify a whole file; returns (body, points, timestamp) or raises SpoolFormatError."""
-    if len(data) < HEADER_LENGTH:
-        raise SpoolFormatError("short_header")
-    magic, version, head_len, points, timestamp, body_len, body_crc = _HEAD.unpack_from(data)
-    if magic != MAGIC:
-        raise SpoolFormatError("bad_magic")
-    if version != VERSION:
-        raise SpoolFormatError("unknown_version")
-    (header_crc,) = _HEADER_CRC.unpack_from(data, _HEAD.size)
-    if zlib.crc32(data[: _HEAD.size]) != header_crc or head_len != HEADER_LENGTH:
-        raise SpoolFormatError("bad_header_checksum")
-    if len(data) != HEADER_LENGTH + body_len:
-        raise SpoolFormatError("bad_length", points)
-    body = data[HEADER_LENGTH:]
-    if zlib.crc32(body) != body_crc:
-        raise SpoolFormatError("bad_body_checksum", points)
-    return body, points, timestamp
 
 
 class Spool:

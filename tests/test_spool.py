@@ -14,16 +14,8 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import GatewayError
-from gateway.spool import (
-    HEADER_LENGTH,
-    Spool,
-    SpoolEntry,
-    SpoolError,
-    SpoolFormatError,
-    SpoolStats,
-    decode,
-    encode,
-)
+from gateway.spool import Spool, SpoolEntry, SpoolError, SpoolStats
+from gateway.spool_file import HEADER_LENGTH, SpoolFormatError, decode, encode
 
 TS = 1_700_000_000
 
