@@ -6,7 +6,8 @@ Builds packed (~1,400-byte, ~35-line) datagrams and single-line datagrams over N
 (mixed counters with rates, gauges, timers, sets, DogStatsD tags), then times
 ``Parser.parse`` and ``Aggregator.add`` on batches of the listener's size (1,024 datagrams),
 and the closing of a window with N series (snapshot, points, bodies; and ``Aggregator.close``
-alone, the part intake has to wait for).  Prints medians.
+alone, the part intake has to wait for), also when every series goes idle at that close.
+Prints medians.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 # Measure the checkout this file is in, not whichever copy of ``gateway`` is installed.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from gateway.aggregator import Aggregator
+from gateway.aggregator import EVICT_SLICE, Aggregator
 from gateway.batches import pack
 from gateway.encoder import ENCODE_SLICE
 from gateway.intake import MIN_PARSER_CACHE
@@ -115,6 +116,27 @@ def time_close(series_lines: list[bytes]) -> tuple[float, float, int]:
     return closed - started, time.perf_counter() - started, len(bodies)
 
 
+def time_churn_close(series_lines: list[bytes]) -> tuple[float, float, float]:
+    """A close after which every series is idle (a rollout that renamed every sender): seconds
+    for ``Aggregator.close`` alone, for evicting the rest in the gateway's slices, and for
+    the longest slice."""
+    parser = Parser(SeriesNamer((("host", "bench"),)), cache_size=cache_size(series_lines))
+    aggregator = Aggregator(window=60, grace=2, gauge_ttl=3600, now=NOW, evict_at_close=EVICT_SLICE)
+    for batch in range(0, len(series_lines), 8192):
+        aggregator.add(parser.parse([b"\n".join(series_lines[batch : batch + 8192])]), NOW)
+    tune_collector()
+    started = time.perf_counter()
+    aggregator.close(NOW + 62)
+    closed = time.perf_counter() - started
+    slices = []
+    more = True
+    while more:
+        started = time.perf_counter()
+        more = aggregator.evict_idle(EVICT_SLICE)
+        slices.append(time.perf_counter() - started)
+    return closed, sum(slices), max(slices)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--series", type=int, default=10_000)
@@ -141,6 +163,13 @@ def main() -> None:
         f"close one window of {args.series} series -> points -> {closes[0][2]} bodies: "
         f"{seconds * 1e3:.0f} ms ({seconds / args.series * 1e6:.1f} us/series), "
         f"of which Aggregator.close (intake waits) {close_only * 1e3:.0f} ms"
+    )
+    churns = [time_churn_close(pool) for _ in range(args.repeat)]
+    print(
+        f"close after which all {args.series} series are idle: Aggregator.close "
+        f"{statistics.median(c[0] for c in churns) * 1e3:.0f} ms, then evicting the rest "
+        f"{statistics.median(c[1] for c in churns) * 1e3:.0f} ms in slices of {EVICT_SLICE} "
+        f"(longest {statistics.median(c[2] for c in churns) * 1e3:.1f} ms)"
     )
 
 

@@ -30,6 +30,8 @@ from gateway.window import Floats, Indices, SetMembers, Window, WindowSnapshot
 from gateway.window_state import AggregatorState
 
 _NONE = -1
+EVICT_SLICE = 4096
+"""Idle series the gateway evicts at a time (about 3 ms), between intake's turns."""
 
 
 @dataclass(slots=True)
@@ -53,7 +55,10 @@ class Aggregator:
         gauge_ttl: float,
         now: float,
         max_series: int | None = None,
+        evict_at_close: int | None = None,
     ) -> None:
+        """``evict_at_close``: idle series evicted by ``close`` itself, at most (None: all);
+        the rest wait for ``evict_idle``."""
         if window < 1 or grace < 0:
             raise ValueError("window must be at least 1 s and grace at least 0")
         self.length = window
@@ -73,6 +78,8 @@ class Aggregator:
         self._slot_map = SlotMap(self._capacity)
         self._next_close = self.window_start(now)
         self._idle_before = self._next_close  # windows before this one with no samples: skip
+        self._evict_at_close = evict_at_close
+        self._idle: Indices = np.zeros(0, dtype=np.intp)  # slots waiting for eviction
 
     # --- time ------------------------------------------------------------------------------
 
@@ -164,7 +171,9 @@ class Aggregator:
 
         Key ids map to slots through ``SlotMap``; only ids not yet mapped take a dict
         lookup, once per batch each, in the order their first samples arrived (which
-        decides who gets the last free slots under ``max_series``).
+        decides who gets the last free slots under ``max_series``).  When they might not
+        all fit, idle series still waiting for ``evict_idle`` are evicted first, before
+        any lookup: a series of this batch among them then simply comes back as new.
         """
         ids = batch.key_ids
         idx = self._slot_map.slots(batch.key_table, ids)
@@ -173,6 +182,13 @@ class Aggregator:
             return idx
         series = self._series
         unmapped, first, samples = np.unique(ids[missing], return_index=True, return_counts=True)
+        if len(self._idle) and not series.has_room(len(unmapped)):
+            self.evict_idle()
+            idx = self._slot_map.slots(batch.key_table, ids)
+            missing = idx == _NONE
+            unmapped, first, samples = np.unique(
+                ids[missing], return_index=True, return_counts=True
+            )
         arrival = np.argsort(first)
         for key_id, count in zip(
             unmapped[arrival].tolist(), samples[arrival].tolist(), strict=True
@@ -335,15 +351,34 @@ class Aggregator:
         free = (touched & ~is_gauge & ~still_open) | gone
         self._kind[:n][free] = _NONE
         # Series with no type any more and no samples in an open window are idle: their slots
-        # go back to the index (a series seen again simply gets a slot again).
-        idle = np.flatnonzero(self._in_use[:n] & (self._kind[:n] == _NONE) & ~still_open)
-        if len(idle):
-            self._series.evict(idle.tolist())
-            self._slot_map.release(idle)
-            self._in_use[idle] = False
-            self._gauge_live[idle] = False
-            self._gauge_value[idle] = 0.0
-            self._gauge_closed_start[idle] = _NONE
+        # go back to the index (a series seen again simply gets a slot again).  Every idle
+        # slot is found again here, so this replaces what was still waiting.
+        self._idle = np.flatnonzero(self._in_use[:n] & (self._kind[:n] == _NONE) & ~still_open)
+        self.evict_idle(self._evict_at_close)
+
+    def evict_idle(self, limit: int | None = None) -> bool:
+        """Evict up to ``limit`` (None: all) of the series found idle at the last close;
+        returns whether some are still waiting.
+
+        Evicting is about 0.7 µs a series in Python: three quarters of a million series
+        that went quiet at once (a rollout that renames every pod) held the event loop for
+        0.5 s at the close, so the gateway evicts a slice at a time between intake's turns.
+        A series that had a sample since the close is live again, and stays.
+        """
+        if limit is None or limit >= len(self._idle):
+            slots, self._idle = self._idle, self._idle[:0]
+        else:
+            slots, self._idle = self._idle[:limit], self._idle[limit:]
+        # A series has a type again once a sample of it was taken since the close.
+        slots = slots[self._in_use[slots] & (self._kind[slots] == _NONE)]
+        if len(slots):
+            self._series.evict(slots.tolist())
+            self._slot_map.release(slots)
+            self._in_use[slots] = False
+            self._gauge_live[slots] = False
+            self._gauge_value[slots] = 0.0
+            self._gauge_closed_start[slots] = _NONE
+        return len(self._idle) > 0
 
     # --- restart (CONTRACT 6: the open window survives with --spool-dir) -----------------
 
@@ -395,6 +430,7 @@ class Aggregator:
         self._gauge_closed_start = np.full(capacity, _NONE, dtype=np.int64)
         self._gauge_closed_start[:n] = state.gauge_closed_start
         self._windows = {}
+        self._idle = np.zeros(0, dtype=np.intp)
         for start, (columns, touched, sets) in state.windows.items():
             window = Window(start, capacity)
             for column, values in zip(

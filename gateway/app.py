@@ -29,16 +29,17 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from gateway import window_state
-from gateway.aggregator import Aggregator
+from gateway.aggregator import EVICT_SLICE, Aggregator
 from gateway.batches import Body
 from gateway.clock import Clock, SystemClock
 from gateway.config import Settings
 from gateway.delivery import Delivery
-from gateway.encoder import encode, give_way
+from gateway.encoder import encode, give_way, in_slices
 from gateway.health import HealthServer
 from gateway.intake import Intake
 from gateway.listener import (
     DatagramListener,
+    any_pending,
     kernel_drops,
     open_udp_socket,
     open_unix_socket,
@@ -121,6 +122,8 @@ class Gateway:
                 continue
             try:
                 await self.report(self.aggregator.close(self.clock.time()))
+                evict = functools.partial(self.aggregator.evict_idle, EVICT_SLICE)
+                await in_slices(evict, self.clock, self._give_way)
             except Exception:  # a bug must not stop windows from closing: log it, go on
                 logger.exception("reporting a closed window failed")
 
@@ -201,7 +204,7 @@ class Gateway:
 
     def _intake_behind(self) -> bool:
         """Whether a datagram waits unread in one of this process's sockets."""
-        return any(listener.pending() for listener in self.listeners)
+        return any_pending(self.listeners)
 
     def readiness(self) -> tuple[bool, str]:
         if self._state != "ready":

@@ -1,5 +1,8 @@
 """A closed window becomes request bodies in the event loop, giving way to intake.
 
+The same pacing serves the rest of a close's work that can be split (``in_slices``:
+evicting the series that went idle).
+
 Not in a worker thread: a CPU-bound thread holds the GIL, and the event loop, which gives
 it up at every socket read, waits up to the switch interval (5 ms) to get it back, so
 intake collapses while a large window is encoded (the convoy effect; the ladder benchmark
@@ -51,6 +54,18 @@ async def encode(
         await after_slice(clock.monotonic() - started)
     bodies.extend(packer.finish())
     return bodies, built, points
+
+
+async def in_slices(
+    step: Callable[[], bool], clock: Clock, after_slice: Callable[[float], Awaitable[None]]
+) -> None:
+    """Call ``step()`` until it returns False (nothing left), awaiting ``after_slice(seconds
+    the call took)`` after each call that leaves more to do."""
+    while True:
+        started = clock.monotonic()
+        if not step():
+            return
+        await after_slice(clock.monotonic() - started)
 
 
 async def give_way(

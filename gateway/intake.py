@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from gateway.aggregator import AddResult, Aggregator
+from gateway.aggregator import EVICT_SLICE, AddResult, Aggregator
 from gateway.config import Settings
 from gateway.listener import READ_SIZE
 from gateway.metrics import GatewayMetrics
@@ -42,6 +42,7 @@ class Intake:
             gauge_ttl=settings.gauge_ttl,
             now=now,
             max_series=settings.max_series,
+            evict_at_close=EVICT_SLICE,  # the rest: evict_idle, between intake's turns
         )
 
     def on_batch(self, listener: str, datagrams: list[bytes], arrived_at: float) -> None:

@@ -284,6 +284,11 @@ class DatagramListener:
             self.flush()
 
 
+def any_pending(listeners: list[DatagramListener]) -> bool:
+    """Whether a datagram waits unread in one of ``listeners``' sockets: intake is behind."""
+    return any(listener.pending() for listener in listeners)
+
+
 async def stop_receiving(
     listeners: list[DatagramListener], receiving: list[asyncio.Task[None]]
 ) -> None:

@@ -54,10 +54,14 @@ class SeriesIndex:
     def get(self, key: SeriesKey) -> int | None:
         return self._index.get(key)
 
+    def has_room(self, new: int) -> bool:
+        """Whether ``new`` more series fit in ``max_series``."""
+        return self.max_series is None or len(self._index) + new <= self.max_series
+
     def register(self, key: SeriesKey, samples: int = 1) -> int | None:
         """A slot for a new series; None when the budget is full (the caller drops its
         ``samples``, which are tallied as refused)."""
-        if self.max_series is not None and len(self._index) >= self.max_series:
+        if not self.has_room(1):
             self.refused[prefix(key)] += samples
             return None
         if self._free:

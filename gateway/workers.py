@@ -31,10 +31,12 @@ from multiprocessing.connection import Connection
 
 from prometheus_client import CollectorRegistry
 
+from gateway.aggregator import EVICT_SLICE
 from gateway.clock import SystemClock
 from gateway.config import Settings
+from gateway.encoder import give_way, in_slices
 from gateway.intake import Intake
-from gateway.listener import DatagramListener, stop_receiving
+from gateway.listener import DatagramListener, any_pending, stop_receiving
 from gateway.logs import setup_logging
 from gateway.loops import event_loop
 from gateway.malloc import tune_allocator, tune_collector
@@ -155,6 +157,13 @@ class _Worker:
                 await self._send_progress()
                 continue
             await self._send_closed(self.aggregator.close(self.clock.time()))
+            evict = functools.partial(self.aggregator.evict_idle, EVICT_SLICE)
+            await in_slices(evict, self.clock, self._give_way)
+
+    async def _give_way(self, spent: float) -> None:
+        """Intake's turn between slices of evicting idle series (see gateway.encoder)."""
+        behind = functools.partial(any_pending, self.listeners)
+        await give_way(spent, self.clock, behind, catching_up=False)
 
     async def _send_closed(self, snapshots: list[WindowSnapshot]) -> None:
         for snapshot in snapshots:

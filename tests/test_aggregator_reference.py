@@ -43,6 +43,9 @@ class Config:
     window: int
     grace: float
     ttl: float
+    evict: int | None = None
+    """Idle series evicted at the close, at most, and before each batch (None: all at the
+    close): eviction spread over later batches, as the gateway does it."""
 
 
 LONG_TTL = 10**7
@@ -102,8 +105,13 @@ class Pair:
         namer = SeriesNamer(HOST)
         self.parser = Parser(namer, cache_size=cache_size)
         self.agg = Aggregator(
-            window=config.window, grace=config.grace, gauge_ttl=config.ttl, now=now
+            window=config.window,
+            grace=config.grace,
+            gauge_ttl=config.ttl,
+            now=now,
+            evict_at_close=config.evict,
         )
+        self.evict = config.evict
         self.ref = ReferenceAggregator(
             window=config.window, grace=config.grace, gauge_ttl=config.ttl, now=now, key=namer
         )
@@ -112,6 +120,8 @@ class Pair:
 
     def add(self, grams: list[bytes], now: float) -> None:
         self.step += 1
+        if self.evict is not None:
+            self.agg.evict_idle(self.evict)
         got = self.agg.add(self.parser.parse(grams), now)
         want = self.ref.add(samples_of(grams), now)
         where = f"step {self.step} add at {now}"
@@ -195,6 +205,8 @@ CONFIGS = [
     pytest.param(Config(10, 0, LONG_TTL), id="w10-no-grace"),
     pytest.param(Config(10, 2, 30), id="w10-ttl30"),
     pytest.param(Config(10, 2, 25), id="w10-ttl25"),
+    pytest.param(Config(10, 2, 25, evict=1), id="w10-ttl25-evict-1-at-a-time"),
+    pytest.param(Config(10, 3, LONG_TTL, evict=0), id="w10-g3-evict-none-at-close"),
 ]
 
 

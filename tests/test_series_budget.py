@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import re
 import time
 
@@ -9,9 +11,11 @@ import httpx
 import pytest
 
 from gateway import window_state
-from gateway.aggregator import Aggregator
+from gateway.aggregator import EVICT_SLICE, Aggregator
+from gateway.encoder import in_slices
 from gateway.parser import Parser
 from gateway.series import SeriesNamer
+from tests.clocks import FakeClock
 from tests.processes import start_gateway
 from tests.test_end_to_end import _metric
 
@@ -113,3 +117,56 @@ def test_the_last_free_slots_go_to_the_series_that_arrived_first() -> None:
     result = agg.add(parser.parse([b"c:1|c\nb:1|c"]), T0 + W + 3)
     assert (result.new_series, result.over_budget) == (1, 1)
     assert _metrics_of(agg.close(T0 + 2 * W + 2)) == {"c"}
+
+
+def test_idle_series_wait_for_evict_idle_past_the_close_limit() -> None:
+    agg = Aggregator(window=W, grace=2, gauge_ttl=3600, now=T0, evict_at_close=2)
+    agg.add(_parse("\n".join(f"idle.{i}:1|c" for i in range(5))), T0 + 1)
+    agg.close(T0 + W + 2)
+    assert agg.series == 3  # two evicted at the close, three waiting
+    assert agg.evict_idle(2) is True and agg.series == 1
+    assert agg.evict_idle(2) is False and agg.series == 0
+    assert agg.evict_idle(2) is False
+
+
+def test_a_series_that_comes_back_before_its_eviction_keeps_its_slot() -> None:
+    agg = Aggregator(window=W, grace=2, gauge_ttl=3600, now=T0, evict_at_close=0)
+    agg.add(_parse("back:1|c\ngone:1|c\nheld:7|g"), T0 + 1)
+    agg.close(T0 + W + 2)
+    assert agg.series == 3  # back and gone wait; the gauge is held, not idle
+    agg.add(_parse("back:4|c"), T0 + W + 3)
+    assert agg.evict_idle() is False
+    assert agg.series == 2  # only gone was evicted
+    agg.add(_parse("new:2|c"), T0 + W + 4)  # may take gone's slot, never back's
+    (snapshot,) = agg.close(T0 + 2 * W + 2)
+    rows = {key[0]: (stats[1], stats[5]) for key, _, stats in snapshot.rows()}
+    assert rows == {"back": (4.0, 1.0), "new": (2.0, 1.0), "held": (None, 0.0)}
+
+
+def test_a_full_budget_evicts_waiting_idle_series_before_refusing_new_ones() -> None:
+    # One parser throughout, as in the gateway: b's key id stays mapped to its slot.
+    parser = Parser(SeriesNamer((("host", "h"),)))
+    agg = Aggregator(window=W, grace=2, gauge_ttl=3600, now=T0, max_series=3, evict_at_close=0)
+    agg.add(parser.parse([b"a:1|c\nb:1|c\nc:1|c"]), T0 + 1)
+    agg.close(T0 + W + 2)  # all three idle, none evicted yet: the budget is full
+    result = agg.add(parser.parse([b"x:1|c\ny:1|c\nb:5|c"]), T0 + W + 3)
+    assert (result.new_series, result.over_budget) == (3, 0)
+    (snapshot,) = agg.close(T0 + 2 * W + 2)
+    assert {key[0]: stats[1] for key, _, stats in snapshot.rows()} == {"x": 1, "y": 1, "b": 5}
+
+
+def test_the_gateway_evicts_idle_series_a_slice_at_a_time_with_turns_for_intake() -> None:
+    """As ``gateway.app`` does after each close: one slice at the close, then one per turn."""
+    agg = Aggregator(window=W, grace=2, gauge_ttl=3600, now=T0, evict_at_close=EVICT_SLICE)
+    n = 2 * EVICT_SLICE + 100
+    agg.add(_parse("\n".join(f"churn.{i}:1|c" for i in range(n))), T0 + 1)
+    agg.close(T0 + W + 2)
+    assert agg.series == n - EVICT_SLICE
+    waiting_at_each_turn: list[int] = []
+
+    async def turn(spent: float) -> None:
+        assert spent >= 0
+        waiting_at_each_turn.append(agg.series)
+
+    asyncio.run(in_slices(functools.partial(agg.evict_idle, EVICT_SLICE), FakeClock(), turn))
+    assert waiting_at_each_turn == [100] and agg.series == 0
