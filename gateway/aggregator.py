@@ -8,9 +8,10 @@ its end, and the next window is already collecting by then.
 Every series has a dense index into numpy columns.  The series keeps the type of its first
 sample while it is live (it has samples in an open window, or it is a held gauge); samples of
 another type are conflicts and leave no state.  Gauges keep a running value across windows
-and are reported, held, until they have not been updated for ``gauge_ttl`` seconds.
+and are reported, held, until they have not been updated for ``gauge_ttl`` seconds
+(``gateway.gauges`` keeps their columns).
 
-No I/O, no clock reads, no logging; only this module and ``gateway.window`` import numpy.
+No I/O, no clock reads, no logging.  numpy: yes, as ``gateway.window`` and ``gateway.gauges``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from gateway.gauges import Gauges
 from gateway.parser import NO_TIMESTAMP, ParsedBatch
 from gateway.protocol import Kind, Op
 from gateway.series_index import SeriesIndex, keys_at
@@ -68,12 +70,7 @@ class Aggregator:
         self._capacity = 1024
         self._in_use = np.zeros(self._capacity, dtype=bool)
         self._kind = np.full(self._capacity, _NONE, dtype=np.int8)
-        # A gauge's running value (what the next delta adjusts), and its value as of the end
-        # of the last closed window that updated it, with that window's start.
-        self._gauge_value: Floats = np.zeros(self._capacity)
-        self._gauge_live = np.zeros(self._capacity, dtype=bool)
-        self._gauge_closed_value: Floats = np.zeros(self._capacity)
-        self._gauge_closed_start = np.full(self._capacity, _NONE, dtype=np.int64)
+        self._gauges = Gauges(self._capacity, gauge_ttl)
         self._windows: dict[int, Window] = {}
         self._slot_map = SlotMap(self._capacity)
         self._next_close = self.window_start(now)
@@ -149,7 +146,7 @@ class Aggregator:
         is_gauge = kinds == Kind.GAUGE
         if is_gauge.any():
             values = values.copy()
-            values[is_gauge] = self._run_gauges(idx[is_gauge], values[is_gauge], ops[is_gauge])
+            values[is_gauge] = self._gauges.run(idx[is_gauge], values[is_gauge], ops[is_gauge])
             weights = np.where(is_gauge, 1.0, weights)  # gauges ignore the sample rate
         for start in np.unique(starts).tolist():
             window = self._window(start)
@@ -211,12 +208,7 @@ class Aggregator:
         self._in_use = np.concatenate([self._in_use, np.zeros(extra, dtype=bool)])
         self._slot_map.grow(capacity)
         self._kind = np.concatenate([self._kind, np.full(extra, _NONE, dtype=np.int8)])
-        self._gauge_value = np.concatenate([self._gauge_value, np.zeros(extra)])
-        self._gauge_live = np.concatenate([self._gauge_live, np.zeros(extra, dtype=bool)])
-        self._gauge_closed_value = np.concatenate([self._gauge_closed_value, np.zeros(extra)])
-        self._gauge_closed_start = np.concatenate(
-            [self._gauge_closed_start, np.full(extra, _NONE, dtype=np.int64)]
-        )
+        self._gauges.grow(capacity)
         for window in self._windows.values():
             window.grow(capacity)
         self._capacity = capacity
@@ -248,29 +240,6 @@ class Aggregator:
             series, first = np.unique(idx[free], return_index=True)
             self._kind[series] = kinds[free][first]
 
-    def _run_gauges(self, idx: Indices, values: Floats, ops: npt.NDArray[np.int8]) -> Floats:
-        """Each gauge sample's resulting value, in arrival order, updating running values."""
-        deltas = ops == Op.GAUGE_DELTA
-        if deltas.any():
-            running: dict[int, float] = {}
-            held, live = self._gauge_value, self._gauge_live
-            out = values.copy()
-            for j, (i, value, delta) in enumerate(
-                zip(idx.tolist(), values.tolist(), deltas.tolist(), strict=True)
-            ):
-                if delta:
-                    base = running.get(i)
-                    if base is None:
-                        base = float(held[i]) if live[i] else 0.0
-                    value += base
-                running[i] = value
-                out[j] = value
-            values = out
-        series, first = np.unique(idx[::-1], return_index=True)
-        self._gauge_value[series] = values[::-1][first]
-        self._gauge_live[series] = True
-        return values
-
     def _window(self, start: int) -> Window:
         window = self._windows.get(start)
         if window is None:
@@ -283,7 +252,7 @@ class Aggregator:
         """Close every window whose end plus grace is at or before ``now``, oldest first."""
         closed = []
         while self.next_close_time() <= now:
-            if not self._windows and not self._gauge_live.any():
+            if not self._windows and not self._gauges.live.any():
                 # Nothing open and nothing held: the idle windows in between report nothing.
                 self._next_close = max(self._next_close, self.window_start(now - self.grace))
                 continue
@@ -310,12 +279,8 @@ class Aggregator:
         touched = window.touched[:n]
         slots = np.flatnonzero(touched)
 
-        closed_start = self._gauge_closed_start[:n]
-        age = start - closed_start
         is_gauge = kinds == Kind.GAUGE
-        held = np.flatnonzero(
-            (closed_start != _NONE) & ~touched & is_gauge & (age < self.gauge_ttl)
-        )
+        held = self._gauges.held(start, touched, is_gauge)
         # Kinds and keys change as series go idle below: the snapshot takes copies of those.
         keys = self._series.export()
         snapshot = WindowSnapshot(
@@ -324,12 +289,10 @@ class Aggregator:
             by_slot=window.by_slot(keys, kinds.copy(), n),
             members=SetMembers(window.pairs, slots),
             held_keys=keys_at(keys, held.tolist()),
-            held_values=self._gauge_closed_value[held],
+            held_values=self._gauges.closed_value[held],
         )
 
-        updated = np.flatnonzero(touched & is_gauge)
-        self._gauge_closed_value[updated] = window.last[updated]
-        self._gauge_closed_start[updated] = start
+        self._gauges.close(start, np.flatnonzero(touched & is_gauge), window.last)
         self._release(start, n, touched, is_gauge)
         return snapshot
 
@@ -340,14 +303,8 @@ class Aggregator:
         still_open = np.zeros(n, dtype=bool)
         for window in self._windows.values():
             still_open |= window.touched[:n]
-        closed_start = self._gauge_closed_start[:n]
         # Expire with the last window that holds the gauge: the next one would not report it.
-        next_start = start + self.length
-        expired = is_gauge & (closed_start != _NONE) & (next_start - closed_start >= self.gauge_ttl)
-        closed_start[expired] = _NONE
-        gone = expired & ~still_open
-        self._gauge_live[:n][gone] = False
-        self._gauge_value[:n][gone] = 0.0
+        gone = self._gauges.expire(start + self.length, is_gauge, still_open)
         free = (touched & ~is_gauge & ~still_open) | gone
         self._kind[:n][free] = _NONE
         # Series with no type any more and no samples in an open window are idle: their slots
@@ -375,9 +332,7 @@ class Aggregator:
             self._series.evict(slots.tolist())
             self._slot_map.release(slots)
             self._in_use[slots] = False
-            self._gauge_live[slots] = False
-            self._gauge_value[slots] = 0.0
-            self._gauge_closed_start[slots] = _NONE
+            self._gauges.forget(slots)
         return len(self._idle) > 0
 
     # --- restart (CONTRACT 6: the open window survives with --spool-dir) -----------------
@@ -393,14 +348,15 @@ class Aggregator:
             )
             for start, w in self._windows.items()
         }
+        gauges, gauge_live, gauge_closed_start = self._gauges.export(n)
         return AggregatorState(
             length=self.length,
             next_close=self._next_close,
             keys=self._series.export(),
             kinds=self._kind[:n].copy(),
-            gauges=np.stack([self._gauge_value[:n], self._gauge_closed_value[:n]]),
-            gauge_live=self._gauge_live[:n].copy(),
-            gauge_closed_start=self._gauge_closed_start[:n].copy(),
+            gauges=gauges,
+            gauge_live=gauge_live,
+            gauge_closed_start=gauge_closed_start,
             windows=windows,
         )
 
@@ -421,14 +377,9 @@ class Aggregator:
         self._slot_map.forget_all(capacity)  # slots changed: map parser ids afresh
         self._kind = np.full(capacity, _NONE, dtype=np.int8)
         self._kind[:n] = state.kinds
-        self._gauge_value = np.zeros(capacity)
-        self._gauge_value[:n] = state.gauges[0]
-        self._gauge_closed_value = np.zeros(capacity)
-        self._gauge_closed_value[:n] = state.gauges[1]
-        self._gauge_live = np.zeros(capacity, dtype=bool)
-        self._gauge_live[:n] = state.gauge_live
-        self._gauge_closed_start = np.full(capacity, _NONE, dtype=np.int64)
-        self._gauge_closed_start[:n] = state.gauge_closed_start
+        self._gauges = Gauges.restore(
+            capacity, self.gauge_ttl, state.gauges, state.gauge_live, state.gauge_closed_start
+        )
         self._windows = {}
         self._idle = np.zeros(0, dtype=np.intp)
         for start, (columns, touched, sets) in state.windows.items():
