@@ -95,7 +95,7 @@ class Aggregator:
 
     @property
     def series(self) -> int:
-        """Series holding a slot (live, or idle until the next window closes)."""
+        """Series holding a slot: live, or idle and not evicted yet (``evict_idle``)."""
         return len(self._series)
 
     @property
@@ -381,7 +381,9 @@ class Aggregator:
             capacity, self.gauge_ttl, state.gauges, state.gauge_live, state.gauge_closed_start
         )
         self._windows = {}
-        self._idle = np.zeros(0, dtype=np.intp)
+        # Series the saved run had not evicted yet wait again, so that they give way to new
+        # series under --max-series before the next close finds them.
+        self._idle = np.flatnonzero(self._in_use[:n] & (self._kind[:n] == _NONE))
         for start, (columns, touched, sets) in state.windows.items():
             window = Window(start, capacity)
             for column, values in zip(

@@ -329,6 +329,7 @@ class Gateway:
             await self.report(self.aggregator.close_all(now))
             return
         await self.report(self.aggregator.close(now))  # what is due is reported as usual
+        self.aggregator.evict_idle()  # idle series need not be saved
         saved = self.aggregator.export_state()
         if not saved.windows and not saved.gauge_live.any():
             return  # nothing open, nothing held: no state to keep

@@ -7,8 +7,7 @@ columns, by slot, to a ``WindowSnapshot``; nothing writes to them afterwards, so
 can be turned into points, a slice of rows at a time, while ingestion goes on into fresh
 columns.
 
-Only this module and ``gateway.aggregator`` import numpy; ``WindowSnapshot.rows`` yields
-plain Python numbers.
+numpy: yes, as ``gateway.aggregator``; ``WindowSnapshot.rows`` yields plain Python numbers.
 """
 
 from __future__ import annotations

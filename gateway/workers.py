@@ -158,10 +158,14 @@ class _Worker:
                 continue
             await self._send_closed(self.aggregator.close(self.clock.time()))
             evict = functools.partial(self.aggregator.evict_idle, EVICT_SLICE)
-            await in_slices(evict, self.clock, self._give_way)
+            await in_slices(evict, self.clock, functools.partial(self._give_way, stop))
 
-    async def _give_way(self, spent: float) -> None:
-        """Intake's turn between slices of evicting idle series (see gateway.encoder)."""
+    async def _give_way(self, stop: asyncio.Event, spent: float) -> None:
+        """Intake's turn between slices of evicting idle series (see gateway.encoder); none
+        once stopping, when the worker should drain and send its last window instead."""
+        if stop.is_set():
+            await asyncio.sleep(0)
+            return
         behind = functools.partial(any_pending, self.listeners)
         await give_way(spent, self.clock, behind, catching_up=False)
 

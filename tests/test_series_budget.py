@@ -170,3 +170,17 @@ def test_the_gateway_evicts_idle_series_a_slice_at_a_time_with_turns_for_intake(
 
     asyncio.run(in_slices(functools.partial(agg.evict_idle, EVICT_SLICE), FakeClock(), turn))
     assert waiting_at_each_turn == [100] and agg.series == 0
+
+
+def test_idle_series_saved_with_the_state_give_way_to_new_ones_after_a_restore() -> None:
+    agg = Aggregator(window=W, grace=2, gauge_ttl=3600, now=T0, max_series=4, evict_at_close=0)
+    agg.add(_parse("a:1|c\nb:1|c\nc:1|c"), T0 + 1)
+    agg.add(_parse("live:1|c"), T0 + W + 1)
+    agg.close(T0 + W + 2)  # a, b, c idle and waiting; live is in the open window
+    saved = window_state.load(window_state.dump(agg.export_state()))
+    again = Aggregator(window=W, grace=2, gauge_ttl=3600, now=T0 + W + 4, max_series=4)
+    again.restore_state(saved, T0 + W + 4)
+    result = again.add(_parse("x:1|c\ny:1|c\nz:1|c"), T0 + W + 5)
+    assert (result.new_series, result.over_budget) == (3, 0)
+    rows = {key[0]: stats[1] for s in again.close(T0 + 2 * W + 2) for key, _, stats in s.rows()}
+    assert rows == {"live": 1, "x": 1, "y": 1, "z": 1}
