@@ -1,0 +1,126 @@
+"""The listener hands on every datagram, in arrival order, through asyncio-dgram's stream.
+
+Real loopback sockets on both event loops the gateway can run on; ``DatagramInbox`` is also
+driven directly, as asyncio-dgram's protocol and stream drive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import asyncio_dgram
+import pytest
+import uvloop
+
+from gateway.clock import SystemClock
+from gateway.listener import MAX_BATCH_DATAGRAMS, DatagramInbox, DatagramListener, open_udp_socket
+from gateway.options import Address
+
+LOOPS: dict[str, Callable[[Awaitable[Any]], Any]] = {"asyncio": asyncio.run, "uvloop": uvloop.run}
+
+
+@pytest.fixture
+def bound() -> Iterator[socket.socket]:
+    sock, _ = open_udp_socket(Address("127.0.0.1", 0), 4 << 20)
+    yield sock
+    sock.close()
+
+
+class Batches:
+    def __init__(self) -> None:
+        self.batches: list[list[bytes]] = []
+
+    def __call__(self, datagrams: list[bytes], _arrived_at: float) -> None:
+        self.batches.append(datagrams)
+
+    @property
+    def datagrams(self) -> list[bytes]:
+        return [d for batch in self.batches for d in batch]
+
+
+def payloads(n: int) -> list[bytes]:
+    return [f"g.{i % 7}:{i}|g".encode() for i in range(n)]
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_every_datagram_reaches_on_batch_in_the_order_it_was_sent(
+    bound: socket.socket, loop: str
+) -> None:
+    sent = payloads(5000)
+    seen = Batches()
+
+    async def scenario() -> None:
+        listener = DatagramListener("udp", bound, seen, SystemClock())
+        await listener.open()
+        receiving = asyncio.create_task(listener.run())
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for start in range(0, len(sent), 500):  # in bursts, the loop reading in between
+                for payload in sent[start : start + 500]:
+                    sender.sendto(payload, bound.getsockname())
+                await asyncio.sleep(0.005)
+        for _ in range(400):
+            if len(seen.datagrams) >= len(sent):
+                break
+            await asyncio.sleep(0.005)
+        receiving.cancel()
+        await asyncio.gather(receiving, return_exceptions=True)
+
+    LOOPS[loop](scenario())
+    assert seen.datagrams == sent
+    assert len(seen.batches) >= len(sent) // MAX_BATCH_DATAGRAMS
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_drain_takes_what_the_socket_holds_then_closes_it(bound: socket.socket, loop: str) -> None:
+    sent = payloads(300)
+    seen = Batches()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        for payload in sent:
+            sender.sendto(payload, bound.getsockname())
+
+    async def scenario() -> None:
+        listener = DatagramListener("udp", bound, seen, SystemClock())
+        await listener.drain(idle=0.1)
+
+    LOOPS[loop](scenario())
+    assert seen.datagrams == sent
+    assert bound.fileno() == -1
+
+
+def test_the_inbox_hands_over_all_it_holds_and_then_the_close() -> None:
+    async def scenario() -> list[Any]:
+        inbox = DatagramInbox()
+        got: list[Any] = []
+        waiting = asyncio.create_task(inbox.get())
+        await asyncio.sleep(0)
+        inbox.put_nowait((b"a", ("127.0.0.1", 1)))
+        inbox.put_nowait((b"b", ("127.0.0.1", 1)))
+        got.append(await waiting)  # woken by the first, takes both
+        inbox.put_nowait((b"c", None))
+        inbox.put_nowait((None, None))  # the transport closed
+        got.append(await inbox.get())  # what came before the close
+        got.append(await inbox.get())
+        got.append(await inbox.get())
+        return got
+
+    assert asyncio.run(scenario()) == [
+        ([b"a", b"b"], None),
+        ([b"c"], None),
+        (None, None),
+        (None, None),
+    ]
+
+
+def test_a_closed_stream_raises_transport_closed(bound: socket.socket) -> None:
+    async def scenario() -> None:
+        listener = DatagramListener("udp", bound, Batches(), SystemClock())
+        await listener.open()
+        await listener.drain(idle=0.01)
+        assert listener._stream is not None
+        with pytest.raises(asyncio_dgram.TransportClosed):
+            await listener._stream.recv()
+
+    asyncio.run(scenario())
