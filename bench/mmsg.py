@@ -15,6 +15,7 @@ import ctypes.util
 import os
 import sys
 from collections.abc import Sequence
+from errno import EINTR
 
 
 class _IoVec(ctypes.Structure):
@@ -89,8 +90,10 @@ class MessageArray:
         (the kernel then reports only how many went), so the caller tries the rest again.
         """
         assert _SENDMMSG is not None
-        sent: int = _SENDMMSG(fd, self._first + start * self._size, count, 0)
-        if sent < 0:
+        while True:
+            sent: int = _SENDMMSG(fd, self._first + start * self._size, count, 0)
+            if sent >= 0:
+                return sent
             errno = ctypes.get_errno()
-            raise OSError(errno, os.strerror(errno))
-        return sent
+            if errno != EINTR:  # a signal: try again, as socket.send does (PEP 475)
+                raise OSError(errno, os.strerror(errno))

@@ -12,7 +12,8 @@ protocol and stream around a ``DatagramInbox`` instead of that queue, so that on
 returns every datagram that arrived since the last one, in arrival order.
 
 Datagrams are collected into a batch and handed to ``on_batch(datagrams, arrived_at)`` when
-the batch reaches 1,024 datagrams or 1 MiB, or every 10 ms, whichever comes first; the parser
+the batch reaches 1,024 datagrams or 1 MiB, or every 10 ms, whichever comes first (a batch
+can go past those by what one ``recv()`` returned: on uvloop at most 32 datagrams); the parser
 then works on whole batches (a batch costs the parser about 200 µs on top of its lines, so
 single-line datagrams want large batches).  ``arrived_at`` is the clock time of the batch's first
 datagram, so a sample's window is its arrival time to within 10 ms.
@@ -201,7 +202,12 @@ class DatagramInbox:
     ``get()`` returns ``(datagrams, None)``: every datagram put in since the last ``get()``,
     oldest first, as one list (the sender's address is not kept).  Once the protocol has put
     in its ``(None, None)`` (the transport closed), ``get()`` returns what is left and then
-    ``(None, None)``, on which ``recv()`` raises ``TransportClosed``.
+    ``(None, None)``.  (``recv()`` raises ``TransportClosed`` without calling ``get()`` as soon
+    as the transport is closing, as it did with asyncio-dgram's queue: the listener closes
+    the stream only after ``drain`` has taken what the socket held.)
+
+    One reader at a time, unlike ``asyncio.Queue``: the listener's ``run`` and ``drain`` never
+    overlap (``stop_receiving`` awaits the cancelled ``run`` before it drains).
     """
 
     __slots__ = ("_closed", "_datagrams", "_waiter")

@@ -16,7 +16,13 @@ import pytest
 import uvloop
 
 from gateway.clock import SystemClock
-from gateway.listener import MAX_BATCH_DATAGRAMS, DatagramInbox, DatagramListener, open_udp_socket
+from gateway.listener import (
+    MAX_BATCH_DATAGRAMS,
+    DatagramInbox,
+    DatagramListener,
+    open_udp_socket,
+    stop_receiving,
+)
 from gateway.options import Address
 
 LOOPS: dict[str, Callable[[Awaitable[Any]], Any]] = {"asyncio": asyncio.run, "uvloop": uvloop.run}
@@ -71,6 +77,58 @@ def test_every_datagram_reaches_on_batch_in_the_order_it_was_sent(
     LOOPS[loop](scenario())
     assert seen.datagrams == sent
     assert len(seen.batches) >= len(sent) // MAX_BATCH_DATAGRAMS
+
+
+UVLOOP_READS_PER_TURN = 32
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_a_burst_is_cut_into_batches_near_the_limit(bound: socket.socket, loop: str) -> None:
+    """Everything is in the socket before the loop reads: only the size check cuts batches."""
+    sent = payloads(2500)  # about 2 MB of receive buffer
+    seen = Batches()
+
+    async def scenario() -> None:
+        listener = DatagramListener("udp", bound, seen, SystemClock())
+        await listener.open()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for payload in sent:
+                sender.sendto(payload, bound.getsockname())
+        receiving = asyncio.create_task(listener.run())
+        for _ in range(400):
+            if len(seen.datagrams) >= len(sent):
+                break
+            await asyncio.sleep(0.005)
+        receiving.cancel()
+        await asyncio.gather(receiving, return_exceptions=True)
+
+    LOOPS[loop](scenario())
+    assert seen.datagrams == sent
+    assert max(map(len, seen.batches)) <= MAX_BATCH_DATAGRAMS + UVLOOP_READS_PER_TURN
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_stopping_hands_over_what_the_inbox_and_the_socket_hold(
+    bound: socket.socket, loop: str
+) -> None:
+    """The gateway's stop: cancel ``run``, then drain; nothing is lost or reordered."""
+    sent = payloads(4000)
+    seen = Batches()
+
+    async def scenario() -> None:
+        listener = DatagramListener("udp", bound, seen, SystemClock())
+        await listener.open()
+        receiving = asyncio.create_task(listener.run())
+        await asyncio.sleep(0)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for payload in sent:
+                sender.sendto(payload, bound.getsockname())
+        await asyncio.sleep(0)  # a turn: some datagrams move from the socket to the inbox
+        await stop_receiving([listener], [receiving])
+
+    LOOPS[loop](scenario())
+    assert seen.datagrams == sent
+    assert bound.fileno() == -1
 
 
 @pytest.mark.parametrize("loop", sorted(LOOPS))
