@@ -51,22 +51,25 @@ def payloads(n: int) -> list[bytes]:
     return [f"g.{i % 7}:{i}|g".encode() for i in range(n)]
 
 
-@pytest.mark.parametrize("loop", sorted(LOOPS))
-def test_every_datagram_reaches_on_batch_in_the_order_it_was_sent(
-    bound: socket.socket, loop: str
-) -> None:
-    sent = payloads(5000)
+def receive(loop: str, bound: socket.socket, sent: list[bytes], *, running: bool) -> Batches:
+    """Send ``sent`` to a listener on ``bound`` and wait until it has handed all on.
+
+    ``running``: the listener receives while the datagrams come, in bursts of 500 with the
+    loop reading in between; else all of them wait in the socket before it starts.
+    """
     seen = Batches()
 
     async def scenario() -> None:
         listener = DatagramListener("udp", bound, seen, SystemClock())
         await listener.open()
-        receiving = asyncio.create_task(listener.run())
+        receiving = asyncio.create_task(listener.run()) if running else None
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-            for start in range(0, len(sent), 500):  # in bursts, the loop reading in between
+            for start in range(0, len(sent), 500):
                 for payload in sent[start : start + 500]:
                     sender.sendto(payload, bound.getsockname())
-                await asyncio.sleep(0.005)
+                if running:
+                    await asyncio.sleep(0.005)
+        receiving = receiving or asyncio.create_task(listener.run())
         for _ in range(400):
             if len(seen.datagrams) >= len(sent):
                 break
@@ -75,6 +78,15 @@ def test_every_datagram_reaches_on_batch_in_the_order_it_was_sent(
         await asyncio.gather(receiving, return_exceptions=True)
 
     LOOPS[loop](scenario())
+    return seen
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_every_datagram_reaches_on_batch_in_the_order_it_was_sent(
+    bound: socket.socket, loop: str
+) -> None:
+    sent = payloads(5000)
+    seen = receive(loop, bound, sent, running=True)
     assert seen.datagrams == sent
     assert len(seen.batches) >= len(sent) // MAX_BATCH_DATAGRAMS
 
@@ -86,23 +98,7 @@ UVLOOP_READS_PER_TURN = 32
 def test_a_burst_is_cut_into_batches_near_the_limit(bound: socket.socket, loop: str) -> None:
     """Everything is in the socket before the loop reads: only the size check cuts batches."""
     sent = payloads(2500)  # about 2 MB of receive buffer
-    seen = Batches()
-
-    async def scenario() -> None:
-        listener = DatagramListener("udp", bound, seen, SystemClock())
-        await listener.open()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-            for payload in sent:
-                sender.sendto(payload, bound.getsockname())
-        receiving = asyncio.create_task(listener.run())
-        for _ in range(400):
-            if len(seen.datagrams) >= len(sent):
-                break
-            await asyncio.sleep(0.005)
-        receiving.cancel()
-        await asyncio.gather(receiving, return_exceptions=True)
-
-    LOOPS[loop](scenario())
+    seen = receive(loop, bound, sent, running=False)
     assert seen.datagrams == sent
     assert max(map(len, seen.batches)) <= MAX_BATCH_DATAGRAMS + UVLOOP_READS_PER_TURN
 
