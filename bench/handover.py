@@ -6,12 +6,18 @@ A program that prints figures, not a test:
 
 Each round sends ``--batch`` single-line datagrams to a loopback socket (before the clock
 starts), then times with ``time.process_time`` (CPU, user + system) how long the event loop
-takes to hand all of them to an ``on_batch`` that only counts. Two receive paths:
+takes to hand all of them to an ``on_batch`` that only counts. Three receive paths:
 
 - ``queue``: asyncio-dgram as ``from_socket`` builds it, one ``await stream.recv()`` per
   datagram (how the listener read until 2026-12-08).
-- ``inbox``: ``gateway.listener.DatagramListener``, whose ``recv()`` returns every datagram
-  that arrived since the last one (``DatagramInbox``).
+- ``protocol``: the event loop's own datagram transport and asyncio-dgram's protocol, one
+  ``datagram_received`` per datagram, into a ``DatagramInbox`` whose ``get()`` returns every
+  datagram since the last one (the listener from 79a41cd to d47a0a0; here the inbox is
+  reached through a small adapter that wraps each datagram in a list, a few percent of the
+  path).
+- ``listener``: ``gateway.listener.DatagramListener`` as the gateway runs it: its
+  ``DrainingTransport`` reads what the socket holds in one loop of ``recv`` calls per
+  wake-up.
 
 The allocator is tuned as in the gateway (``gateway.malloc``). Each combination runs in its
 own interpreter, ``--repeat`` times; the median of the rounds' medians is printed. Parsing
@@ -32,7 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PATHS = ("queue", "inbox")
+PATHS = ("queue", "protocol", "listener")
 LOOPS = ("uvloop", "asyncio")
 LINE = b"app.req.1:1|c|#env:prod,shard:1"
 
@@ -78,7 +84,45 @@ async def _queue_path(sock: socket.socket, counter: _Counter) -> None:
         flusher.cancel()
 
 
-async def _inbox_path(sock: socket.socket, counter: _Counter) -> None:
+class _InboxQueue:
+    """A ``DatagramInbox`` behind the per-datagram ``put_nowait`` that asyncio-dgram's
+    protocol calls."""
+
+    def __init__(self) -> None:
+        from gateway.listener import DatagramInbox
+
+        self.inbox = DatagramInbox()
+
+    def put_nowait(self, item: tuple[bytes | None, object]) -> None:
+        if item[0] is None:
+            self.inbox.close()
+        else:
+            self.inbox.put([item[0]])
+
+    async def get(self) -> tuple[list[bytes] | None, None]:
+        return await self.inbox.get()
+
+
+async def _protocol_path(sock: socket.socket, counter: _Counter) -> None:
+    """The loop's transport and asyncio-dgram's protocol into an inbox, batched by the
+    listener's own code (its stream replaced by this one)."""
+    import asyncio_dgram
+
+    from gateway.clock import SystemClock
+    from gateway.listener import DatagramListener
+
+    queue = _InboxQueue()
+    errors: asyncio.Queue[Exception] = asyncio.Queue()
+    drained = asyncio.Event()
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: asyncio_dgram.aio.Protocol(queue, errors, drained), sock=sock
+    )
+    listener = DatagramListener("udp", sock, counter.on_batch, SystemClock())
+    listener._stream = asyncio_dgram.aio.DatagramServer(transport, queue, errors, drained)
+    await listener.run()
+
+
+async def _listener_path(sock: socket.socket, counter: _Counter) -> None:
     from gateway.clock import SystemClock
     from gateway.listener import DatagramListener
 
@@ -95,7 +139,7 @@ async def _measure(path: str, rounds: int, batch: int) -> dict[str, float]:
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender.connect(receiver.getsockname())
     counter = _Counter()
-    run = _queue_path if path == "queue" else _inbox_path
+    run = {"queue": _queue_path, "protocol": _protocol_path, "listener": _listener_path}[path]
     task = asyncio.create_task(run(receiver, counter))
     await asyncio.sleep(0.05)
     per_datagram: list[float] = []
@@ -147,7 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             medians[path] = statistics.median(runs)
             shown = ", ".join(f"{r:.2f}" for r in runs)
             print(f"{loop:<10}{path:<14}{medians[path]:>22.2f}{shown:>30}")
-        print(f"{loop:<10}{'queue / inbox':<14}{medians['queue'] / medians['inbox']:>21.2f}x")
+        for slower in ("queue", "protocol"):
+            ratio = medians[slower] / medians["listener"]
+            print(f"{loop:<10}{slower + ' / listener':<24}{ratio:>11.2f}x")
     return 0
 
 

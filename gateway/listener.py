@@ -1,28 +1,34 @@
-"""StatsD intake over UDP or a Unix datagram socket, read by asyncio-dgram, in batches.
+"""StatsD intake over UDP or a Unix datagram socket, in batches, through asyncio-dgram's stream.
 
 The socket is created here so that its receive buffer can be enlarged before it is bound
 (``--udp-rcvbuf``): a full buffer, not the CPU, is what makes StatsD daemons lose data during
 a flush pause.  Linux caps the request at ``net.core.rmem_max`` unless the process may force
 it; the size actually granted is logged, with a warning when it was capped.
 
-asyncio-dgram's protocol puts each datagram into a queue and its stream hands one out per
-``recv()``: a coroutine, a queue hand-over and a raised and caught ``QueueEmpty`` for every
-datagram, which cost more than parsing a single-line datagram.  The listener builds the same
-protocol and stream around a ``DatagramInbox`` instead of that queue, so that one ``recv()``
-returns every datagram that arrived since the last one, in arrival order.
+The event loops' datagram transports read one datagram per callback into the protocol, with
+the sender's address, and asyncio-dgram's protocol and stream then hand out one datagram per
+``recv()`` through an ``asyncio.Queue``: together several microseconds a datagram, more than
+parsing a single-line datagram.  So the listener gives asyncio-dgram's stream
+(``DatagramServer``: ``recv()``, ``close()``, ``TransportClosed``) a transport of its own,
+``DrainingTransport``: when the socket becomes readable it reads what the socket holds, up to
+``READS_PER_WAKEUP`` datagrams or ``MAX_BATCH_BYTES``, in one plain loop of ``recv`` calls,
+and puts the list into a ``DatagramInbox`` in place of the queue.  One ``recv()`` of the
+stream then returns every datagram that arrived since the last one, in arrival order.
 
 Datagrams are collected into a batch and handed to ``on_batch(datagrams, arrived_at)`` when
 the batch reaches 1,024 datagrams or 1 MiB, or every 10 ms, whichever comes first (a batch
-can go past those by what one ``recv()`` returned: on uvloop at most 32 datagrams); the parser
-then works on whole batches (a batch costs the parser about 200 µs on top of its lines, so
-single-line datagrams want large batches).  ``arrived_at`` is the clock time of the batch's first
-datagram, so a sample's window is its arrival time to within 10 ms.
+can go past those by what one wake-up read: at most ``READS_PER_WAKEUP`` datagrams, or one
+datagram past 1 MiB); the parser then works on whole batches (a batch costs the parser about
+200 µs on top of its lines, so single-line datagrams want large batches).  ``arrived_at`` is
+the clock time of the batch's first datagram, so a sample's window is its arrival time to
+within 10 ms.
 
 A Unix datagram socket (``--unix PATH``, DogStatsD's UDS mode) takes the same lines.  A
 stale socket file left by a previous process is removed at start; a path that is not a socket,
 or a socket another process still receives on, is refused.  The file is removed on stop.
 
-Moves bytes only: no parsing, no counting, no numpy.
+Moves bytes only: no parsing, no counting, no numpy.  Needs a loop with ``add_reader`` (any
+event loop on Linux and macOS; the gateway does not run on Windows).
 """
 
 from __future__ import annotations
@@ -50,9 +56,13 @@ from gateway.options import Address
 logger = logging.getLogger(__name__)
 
 READ_SIZE = 256 * 1024
-"""What the standard datagram transport reads at once: more than any UDP datagram."""
+"""Bytes asked for per read, as asyncio's own datagram transport does: more than any UDP
+datagram, and than most Unix datagrams (a longer one is cut to this, as it was before)."""
 MAX_BATCH_DATAGRAMS = 1024
 MAX_BATCH_BYTES = 1 << 20
+READS_PER_WAKEUP = 256
+"""Most datagrams one wake-up of ``DrainingTransport`` reads (about 0.3 ms of reads), so
+that timers and the health server get their turn while the socket stays full."""
 FLUSH_INTERVAL = 0.01
 INTAKE_PAUSE = 0.002
 """Seconds other work in the loop (encoding, delivery) waits while intake is behind
@@ -196,15 +206,15 @@ def kernel_drops(sock: socket.socket) -> int | None:
 
 
 class DatagramInbox:
-    """Takes the place of asyncio-dgram's receive queue: its protocol puts ``(data, address)``
-    in with ``put_nowait``, its stream's ``recv()`` awaits ``get()``.
+    """Takes the place of asyncio-dgram's receive queue: ``DrainingTransport`` puts lists of
+    datagrams in, the stream's ``recv()`` awaits ``get()``.
 
     ``get()`` returns ``(datagrams, None)``: every datagram put in since the last ``get()``,
-    oldest first, as one list (the sender's address is not kept).  Once the protocol has put
-    in its ``(None, None)`` (the transport closed), ``get()`` returns what is left and then
-    ``(None, None)``.  (``recv()`` raises ``TransportClosed`` without calling ``get()`` as soon
-    as the transport is closing, as it did with asyncio-dgram's queue: the listener closes
-    the stream only after ``drain`` has taken what the socket held.)
+    oldest first, as one list (the sender's address is not kept).  After ``close()`` (the
+    transport closed), ``get()`` returns what is left and then ``(None, None)``, which the
+    stream turns into ``TransportClosed``.  (``recv()`` raises ``TransportClosed`` without
+    calling ``get()`` as soon as the transport is closing: the listener closes the stream only
+    after ``drain`` has taken what the socket held.)
 
     One reader at a time, unlike ``asyncio.Queue``: the listener's ``run`` and ``drain`` never
     overlap (``stop_receiving`` awaits the cancelled ``run`` before it drains).
@@ -217,12 +227,15 @@ class DatagramInbox:
         self._closed = False
         self._waiter: asyncio.Future[None] | None = None
 
-    def put_nowait(self, item: tuple[bytes | None, Any]) -> None:
-        data = item[0]
-        if data is None:
-            self._closed = True
-        else:
-            self._datagrams.append(data)
+    def put(self, datagrams: list[bytes]) -> None:
+        self._datagrams += datagrams
+        self._wake()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -243,17 +256,70 @@ class DatagramInbox:
         return datagrams, None
 
 
-async def _open_stream(sock: socket.socket) -> asyncio_dgram.aio.DatagramServer:
-    """asyncio-dgram's protocol and stream on ``sock``, as ``from_socket`` makes them for an
-    unconnected socket, with a ``DatagramInbox`` as their receive queue."""
-    inbox = cast(Any, DatagramInbox())
+class DrainingTransport(asyncio.DatagramTransport):
+    """Receive-only datagram transport that reads many datagrams per wake-up of the loop.
+
+    Registered with ``loop.add_reader``; each time the socket is readable it calls
+    ``sock.recv`` until the socket is empty, ``READS_PER_WAKEUP`` datagrams were read or
+    ``MAX_BATCH_BYTES`` reached, and puts the list into ``inbox``.  A read error other than
+    "nothing to read" goes to ``errors``, as the loops' transports pass it to
+    ``error_received``, and asyncio-dgram's stream raises it from the next ``recv()``.
+    ``close()`` stops reading, closes the inbox and closes the socket.
+    """
+
+    def __init__(
+        self, sock: socket.socket, inbox: DatagramInbox, errors: asyncio.Queue[Exception]
+    ) -> None:
+        super().__init__({"socket": sock, "sockname": sock.getsockname(), "peername": None})
+        self._loop = asyncio.get_running_loop()
+        self._sock = sock
+        self._inbox = inbox
+        self._errors = errors
+        self._closing = False
+        self._loop.add_reader(sock.fileno(), self._read_ready)
+
+    def _read_ready(self) -> None:
+        recv = self._sock.recv
+        datagrams: list[bytes] = []
+        append = datagrams.append
+        size = 0
+        try:
+            for _ in range(READS_PER_WAKEUP):
+                datagram = recv(READ_SIZE)
+                append(datagram)
+                size += len(datagram)
+                if size >= MAX_BATCH_BYTES:
+                    break
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            self._errors.put_nowait(exc)
+        if datagrams:
+            self._inbox.put(datagrams)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self._sock.fileno() >= 0:
+            self._loop.remove_reader(self._sock.fileno())
+        self._inbox.close()
+        self._sock.close()
+
+
+def _open_stream(sock: socket.socket) -> asyncio_dgram.aio.DatagramServer:
+    """asyncio-dgram's stream on ``sock``, read by a ``DrainingTransport`` into a
+    ``DatagramInbox`` (its receive queue).  Only receives: nothing is ever sent on it."""
+    inbox = DatagramInbox()
     errors: asyncio.Queue[Exception] = asyncio.Queue()
     drained = asyncio.Event()
-    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: asyncio_dgram.aio.Protocol(inbox, errors, drained), sock=sock
-    )
-    # cast: asyncio-dgram's stub types the transport as a protocol.
-    return asyncio_dgram.aio.DatagramServer(cast(Any, transport), inbox, errors, drained)
+    drained.set()
+    transport = DrainingTransport(sock, inbox, errors)
+    # cast: asyncio-dgram's stub types the transport as a protocol and the queue as a Queue.
+    return asyncio_dgram.aio.DatagramServer(cast(Any, transport), cast(Any, inbox), errors, drained)
 
 
 async def _receive(stream: asyncio_dgram.aio.DatagramServer) -> list[bytes]:
@@ -290,7 +356,7 @@ class DatagramListener:
         halfway (the loop would hold the socket while no stream refers to it).
         """
         if self._stream is None:
-            self._stream = await _open_stream(self.socket)
+            self._stream = _open_stream(self.socket)
 
     async def run(self) -> None:
         """Receive until cancelled; call ``drain`` afterwards to take in what is queued."""

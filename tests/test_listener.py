@@ -1,7 +1,7 @@
 """The listener hands on every datagram, in arrival order, through asyncio-dgram's stream.
 
 Real loopback sockets on both event loops the gateway can run on; ``DatagramInbox`` is also
-driven directly, as asyncio-dgram's protocol and stream drive it.
+driven directly, as ``DrainingTransport`` and asyncio-dgram's stream drive it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ import uvloop
 
 from gateway.clock import SystemClock
 from gateway.listener import (
+    MAX_BATCH_BYTES,
     MAX_BATCH_DATAGRAMS,
+    READS_PER_WAKEUP,
     DatagramInbox,
     DatagramListener,
     open_udp_socket,
@@ -91,16 +93,25 @@ def test_every_datagram_reaches_on_batch_in_the_order_it_was_sent(
     assert len(seen.batches) >= len(sent) // MAX_BATCH_DATAGRAMS
 
 
-UVLOOP_READS_PER_TURN = 32
-
-
 @pytest.mark.parametrize("loop", sorted(LOOPS))
 def test_a_burst_is_cut_into_batches_near_the_limit(bound: socket.socket, loop: str) -> None:
     """Everything is in the socket before the loop reads: only the size check cuts batches."""
     sent = payloads(2500)  # about 2 MB of receive buffer
     seen = receive(loop, bound, sent, running=False)
     assert seen.datagrams == sent
-    assert max(map(len, seen.batches)) <= MAX_BATCH_DATAGRAMS + UVLOOP_READS_PER_TURN
+    assert max(map(len, seen.batches)) <= MAX_BATCH_DATAGRAMS + READS_PER_WAKEUP
+    assert len(seen.batches) >= len(sent) // (MAX_BATCH_DATAGRAMS + READS_PER_WAKEUP)
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_large_datagrams_stop_a_wake_up_at_the_batch_bytes(bound: socket.socket, loop: str) -> None:
+    """60 KB datagrams: one wake-up reads about 1 MiB, not READS_PER_WAKEUP of them."""
+    sent = [bytes([65 + i % 26]) * 60_000 for i in range(60)]  # 3.6 MB
+    seen = receive(loop, bound, sent, running=False)
+    assert seen.datagrams == sent
+    most = MAX_BATCH_BYTES // 60_000 + 1
+    assert max(map(len, seen.batches)) <= 2 * most
+    assert len(seen.batches) >= 3
 
 
 @pytest.mark.parametrize("loop", sorted(LOOPS))
@@ -150,19 +161,19 @@ def test_the_inbox_hands_over_all_it_holds_and_then_the_close() -> None:
         got: list[Any] = []
         waiting = asyncio.create_task(inbox.get())
         await asyncio.sleep(0)
-        inbox.put_nowait((b"a", ("127.0.0.1", 1)))
-        inbox.put_nowait((b"b", ("127.0.0.1", 1)))
-        got.append(await waiting)  # woken by the first, takes both
-        inbox.put_nowait((b"c", None))
-        inbox.put_nowait((None, None))  # the transport closed
+        inbox.put([b"a"])
+        inbox.put([b"b", b"c"])
+        got.append(await waiting)  # woken by the first, takes all three
+        inbox.put([b"d"])
+        inbox.close()  # the transport closed
         got.append(await inbox.get())  # what came before the close
         got.append(await inbox.get())
         got.append(await inbox.get())
         return got
 
     assert asyncio.run(scenario()) == [
-        ([b"a", b"b"], None),
-        ([b"c"], None),
+        ([b"a", b"b", b"c"], None),
+        ([b"d"], None),
         (None, None),
         (None, None),
     ]
