@@ -49,9 +49,8 @@ class Intake:
         m = self.metrics
         m.datagrams.labels(listener).inc(len(datagrams))
         m.bytes.labels(listener).inc(sum(map(len, datagrams)))
-        truncated = sum(1 for d in datagrams if len(d) >= READ_SIZE)
-        if truncated:
-            m.truncated.labels(listener).inc(truncated)
+        if max(map(len, datagrams), default=0) >= READ_SIZE:  # rare: count them then
+            m.truncated.labels(listener).inc(sum(1 for d in datagrams if len(d) >= READ_SIZE))
         parsed = self.parser.parse(datagrams)
         self._count_parsed(parsed)
         self._count_added(self.aggregator.add(parsed, arrived_at))

@@ -39,3 +39,17 @@ def test_a_batch_is_counted_by_what_each_stage_did() -> None:
         ("samples", ("gauge",)): 1,
         ("series_created", ()): 2,
     }
+
+
+def test_datagrams_that_filled_the_read_buffer_are_counted_as_truncated() -> None:
+    """A read of READ_SIZE bytes may have cut a longer (Unix) datagram: counted, still parsed."""
+    from gateway.listener import READ_SIZE
+
+    metrics = GatewayMetrics(CollectorRegistry())
+    intake = Intake(Settings(), metrics, 1000.0)
+    full = b"big:1|c\n" + b"x" * (READ_SIZE - 8)
+    intake.on_batch("unix", [b"a:1|c", full, full, b"b:1|c"], 1000.5)
+    totals = {k: v for k, v in metrics.counter_totals().items() if v}
+    assert totals[("datagrams_truncated", ("unix",))] == 2
+    assert ("datagrams_truncated", ("udp",)) not in totals
+    assert totals[("samples", ("counter",))] == 4
