@@ -1,13 +1,14 @@
 """Cost of the pure pipeline stages per line and per datagram, without sockets.
 
     .venv/bin/python bench/pipeline.py [--series 10000] [--seconds 3] [--repeat 5]
+    .venv/bin/python bench/pipeline.py --batch 256,1024,4096 --intake-only   # batch size
 
 Builds packed (~1,400-byte, ~35-line) datagrams and single-line datagrams over N series
 (mixed counters with rates, gauges, timers, sets, DogStatsD tags), then times
-``Parser.parse`` and ``Aggregator.add`` on batches of the listener's size (1,024 datagrams),
-and the closing of a window with N series (snapshot, points, bodies; and ``Aggregator.close``
-alone, the part intake has to wait for), also when every series goes idle at that close.
-Prints medians.
+``Parser.parse`` and ``Aggregator.add`` on batches of the listener's size (1,024 datagrams,
+or each size of ``--batch``), and the closing of a window with N series (snapshot, points,
+bodies; and ``Aggregator.close`` alone, the part intake has to wait for), also when every
+series goes idle at that close.  Prints medians.
 """
 
 from __future__ import annotations
@@ -66,12 +67,12 @@ def packed(pool: list[bytes], size: int = 1400) -> list[bytes]:
     return datagrams
 
 
-def time_intake(datagrams: list[bytes], seconds: float) -> tuple[float, float]:
-    """Seconds per line and per datagram for parse + add, on batches as the listener makes."""
+def time_intake(datagrams: list[bytes], seconds: float, size: int) -> tuple[float, float]:
+    """Seconds per line and per datagram for parse + add, on batches of ``size`` datagrams
+    (the listener's batches are up to MAX_BATCH_DATAGRAMS)."""
     namer = SeriesNamer((("host", "bench"),))
     parser = Parser(namer, cache_size=cache_size(datagrams))
     aggregator = Aggregator(window=60, grace=2, gauge_ttl=3600, now=NOW)
-    size = MAX_BATCH_DATAGRAMS
     batches = [datagrams[i : i + size] for i in range(0, len(datagrams), size)]
     for batch in batches:  # warm the caches and the series index
         aggregator.add(parser.parse(batch), NOW)
@@ -142,20 +143,30 @@ def main() -> None:
     ap.add_argument("--series", type=int, default=10_000)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument(
+        "--batch",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[MAX_BATCH_DATAGRAMS],
+        help="datagrams per batch, e.g. 256,1024,4096 (default: the listener's limit)",
+    )
+    ap.add_argument("--intake-only", action="store_true", help="skip the window closes")
     args = ap.parse_args()
     tune_collector()  # as the gateway does at start
     pool = lines(args.series, random.Random(1))
     shapes = {"packed (~1,400 B)": packed(pool), "one line per datagram": pool}
     print(f"series={args.series} repeat={args.repeat} seconds={args.seconds} (medians)")
     for name, datagrams in shapes.items():
-        runs = [time_intake(datagrams, args.seconds) for _ in range(args.repeat)]
-        per_line = statistics.median(r[0] for r in runs)
-        per_datagram = statistics.median(r[1] for r in runs)
-        print(
-            f"{name:24s} parse+add: {per_line * 1e6:6.2f} us/line  "
-            f"{per_datagram * 1e6:7.2f} us/datagram  = {1 / per_line / 1e6:5.2f} M lines/s "
-            f"on one core"
-        )
+        for size in args.batch:
+            runs = [time_intake(datagrams, args.seconds, size) for _ in range(args.repeat)]
+            per_line = statistics.median(r[0] for r in runs)
+            per_datagram = statistics.median(r[1] for r in runs)
+            print(
+                f"{name:24s} batch {size:>5} parse+add: {per_line * 1e6:6.2f} us/line  "
+                f"{per_datagram * 1e6:7.2f} us/datagram  = {1 / per_line / 1e6:5.2f} M lines/s "
+                f"on one core"
+            )
+    if args.intake_only:
+        return
     closes = [time_close(pool) for _ in range(args.repeat)]
     close_only = statistics.median(c[0] for c in closes)
     seconds = statistics.median(c[1] for c in closes)

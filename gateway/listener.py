@@ -17,11 +17,11 @@ stream then returns every datagram that arrived since the last one, in arrival o
 
 Datagrams are collected into a batch and handed to ``on_batch(datagrams, arrived_at)`` when
 the batch reaches 1,024 datagrams or 1 MiB, or every 10 ms, whichever comes first (a batch
-can go past those by what one wake-up read: at most ``READS_PER_WAKEUP`` datagrams, or one
-datagram past 1 MiB); the parser then works on whole batches (a batch costs the parser about
-200 µs on top of its lines, so single-line datagrams want large batches).  ``arrived_at`` is
-the clock time of the batch's first datagram, so a sample's window is its arrival time to
-within 10 ms.
+can go past those by what one wake-up read: at most ``READS_PER_WAKEUP`` datagrams and
+1 MiB plus one datagram, so at most about 2 MiB in all); the parser then works on whole
+batches (a batch costs the parser about 200 µs on top of its lines, so single-line
+datagrams want large batches).  ``arrived_at`` is the clock time of the batch's first
+datagram, so a sample's window is its arrival time to within 10 ms.
 
 A Unix datagram socket (``--unix PATH``, DogStatsD's UDS mode) takes the same lines.  A
 stale socket file left by a previous process is removed at start; a path that is not a socket,
@@ -55,9 +55,14 @@ from gateway.options import Address
 
 logger = logging.getLogger(__name__)
 
+UDP_READ_SIZE = 64 * 1024
+"""Bytes asked for per UDP read: more than any UDP payload (65,507 bytes over IPv4, 65,527
+over IPv6), so a UDP datagram is never cut, and under glibc's default mmap threshold
+(128 KiB), so a read costs no ``mmap`` whatever the allocator's settings."""
 READ_SIZE = 256 * 1024
-"""Bytes asked for per read, as asyncio's own datagram transport does: more than any UDP
-datagram, and than most Unix datagrams (a longer one is cut to this, as it was before)."""
+"""Bytes asked for per Unix datagram read (as asyncio's own transport reads): a longer Unix
+datagram is cut to this and counted as truncated.  The gateway's allocator tuning
+(``gateway.malloc``) keeps these reads on the heap."""
 MAX_BATCH_DATAGRAMS = 1024
 MAX_BATCH_BYTES = 1 << 20
 READS_PER_WAKEUP = 256
@@ -227,6 +232,11 @@ class DatagramInbox:
         self._closed = False
         self._waiter: asyncio.Future[None] | None = None
 
+    def take(self) -> list[bytes]:
+        """Everything put in since the last ``get()`` or ``take()``, at once."""
+        datagrams, self._datagrams = self._datagrams, []
+        return datagrams
+
     def put(self, datagrams: list[bytes]) -> None:
         self._datagrams += datagrams
         self._wake()
@@ -252,40 +262,43 @@ class DatagramInbox:
                 await waiter
             finally:
                 self._waiter = None
-        datagrams, self._datagrams = self._datagrams, []
-        return datagrams, None
+        return self.take(), None
 
 
 class DrainingTransport(asyncio.DatagramTransport):
     """Receive-only datagram transport that reads many datagrams per wake-up of the loop.
 
-    Registered with ``loop.add_reader``; each time the socket is readable it calls
-    ``sock.recv`` until the socket is empty, ``READS_PER_WAKEUP`` datagrams were read or
-    ``MAX_BATCH_BYTES`` reached, and puts the list into ``inbox``.  A read error other than
-    "nothing to read" goes to ``errors``, as the loops' transports pass it to
-    ``error_received``, and asyncio-dgram's stream raises it from the next ``recv()``.
-    ``close()`` stops reading, closes the inbox and closes the socket.
+    Registered with ``loop.add_reader`` (the socket is made non-blocking); each time the
+    socket is readable it calls ``sock.recv`` until the socket is empty,
+    ``READS_PER_WAKEUP`` datagrams were read or ``MAX_BATCH_BYTES`` reached, and puts the
+    list into ``inbox``, also when the reads end in an exception.  A read error other than
+    "nothing to read" is logged (at most once a minute, with how many there were) and the
+    listener goes on: the datagrams before and after it are kept.  ``close()`` stops
+    reading, closes the inbox and closes the socket, at once.
     """
 
-    def __init__(
-        self, sock: socket.socket, inbox: DatagramInbox, errors: asyncio.Queue[Exception]
-    ) -> None:
+    def __init__(self, sock: socket.socket, inbox: DatagramInbox) -> None:
         super().__init__({"socket": sock, "sockname": sock.getsockname(), "peername": None})
+        sock.setblocking(False)
         self._loop = asyncio.get_running_loop()
         self._sock = sock
+        self._fd = sock.fileno()
+        self._read_size = READ_SIZE if sock.family == socket.AF_UNIX else UDP_READ_SIZE
         self._inbox = inbox
-        self._errors = errors
         self._closing = False
-        self._loop.add_reader(sock.fileno(), self._read_ready)
+        self._errors = 0
+        self._error_logged_at: float | None = None
+        self._loop.add_reader(self._fd, self._read_ready)
 
     def _read_ready(self) -> None:
         recv = self._sock.recv
+        read_size = self._read_size
         datagrams: list[bytes] = []
         append = datagrams.append
         size = 0
         try:
             for _ in range(READS_PER_WAKEUP):
-                datagram = recv(READ_SIZE)
+                datagram = recv(read_size)
                 append(datagram)
                 size += len(datagram)
                 if size >= MAX_BATCH_BYTES:
@@ -293,9 +306,22 @@ class DrainingTransport(asyncio.DatagramTransport):
         except (BlockingIOError, InterruptedError):
             pass
         except OSError as exc:
-            self._errors.put_nowait(exc)
-        if datagrams:
-            self._inbox.put(datagrams)
+            self._read_failed(exc)
+        finally:
+            if datagrams:
+                self._inbox.put(datagrams)
+
+    def _read_failed(self, exc: OSError) -> None:
+        self._errors += 1
+        now = self._loop.time()
+        if self._error_logged_at is None or now - self._error_logged_at >= 60:
+            logger.warning(
+                "reading the socket failed: %s (%d such errors since the last report); "
+                "receiving goes on",
+                exc,
+                self._errors,
+            )
+            self._errors, self._error_logged_at = 0, now
 
     def is_closing(self) -> bool:
         return self._closing
@@ -304,20 +330,19 @@ class DrainingTransport(asyncio.DatagramTransport):
         if self._closing:
             return
         self._closing = True
-        if self._sock.fileno() >= 0:
-            self._loop.remove_reader(self._sock.fileno())
+        self._loop.remove_reader(self._fd)
         self._inbox.close()
         self._sock.close()
 
 
-def _open_stream(sock: socket.socket) -> asyncio_dgram.aio.DatagramServer:
-    """asyncio-dgram's stream on ``sock``, read by a ``DrainingTransport`` into a
-    ``DatagramInbox`` (its receive queue).  Only receives: nothing is ever sent on it."""
-    inbox = DatagramInbox()
+def _open_stream(sock: socket.socket, inbox: DatagramInbox) -> asyncio_dgram.aio.DatagramServer:
+    """asyncio-dgram's stream on ``sock``, read by a ``DrainingTransport`` into ``inbox``
+    (its receive queue).  Only receives: nothing is ever sent on it.  Read errors are the
+    transport's to handle, so the stream's error queue stays empty."""
     errors: asyncio.Queue[Exception] = asyncio.Queue()
     drained = asyncio.Event()
     drained.set()
-    transport = DrainingTransport(sock, inbox, errors)
+    transport = DrainingTransport(sock, inbox)
     # cast: asyncio-dgram's stub types the transport as a protocol and the queue as a Queue.
     return asyncio_dgram.aio.DatagramServer(cast(Any, transport), cast(Any, inbox), errors, drained)
 
@@ -336,6 +361,7 @@ class DatagramListener:
         self.socket = sock
         self._on_batch = on_batch
         self._clock = clock
+        self._inbox = DatagramInbox()
         self._stream: asyncio_dgram.aio.DatagramServer | None = None
         self._batch: list[bytes] = []
         self._batch_bytes = 0
@@ -356,7 +382,7 @@ class DatagramListener:
         halfway (the loop would hold the socket while no stream refers to it).
         """
         if self._stream is None:
-            self._stream = _open_stream(self.socket)
+            self._stream = _open_stream(self.socket, self._inbox)
 
     async def run(self) -> None:
         """Receive until cancelled; call ``drain`` afterwards to take in what is queued."""
@@ -382,6 +408,10 @@ class DatagramListener:
             except (TimeoutError, asyncio_dgram.TransportClosed):
                 break
             self._take(datagrams)
+        # What a read put in as the wait timed out (the wait gives up its get()).
+        leftover = self._inbox.take()
+        if leftover:
+            self._take(leftover)
         self.flush()
         path = self.socket.getsockname() if self.socket.family == socket.AF_UNIX else None
         stream.close()

@@ -1,8 +1,10 @@
 """Which event loop runs the gateway (``--event-loop``): uvloop or asyncio's own.
 
-uvloop reads a datagram into a reused buffer and hands it over with far less work per
-datagram than asyncio's transport; it is a dependency on Linux, and asyncio's loop is the
-fallback where it is not installed.
+uvloop is a dependency on Linux, and asyncio's loop is the fallback where it is not
+installed.  The listener reads its sockets with a transport of its own on either loop
+(``gateway.listener.DrainingTransport``), so reading a datagram costs about the same on
+both (``bench/handover.py``: 1.52 µs a datagram on uvloop, 1.55 µs on asyncio's loop, on
+2026-12-08).
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ threshold (``mallopt(M_MMAP_THRESHOLD)``, or ``GLIBC_TUNABLES=glibc.malloc.mmap_
 moves the cost to the heap's top: shrinking the block frees more than the trim threshold
 (128 KiB), so glibc gives it back with ``brk`` and takes it again on the next read, two
 ``brk`` per datagram.  Raising both thresholds serves every read from the heap with no
-system call.  uvloop reads into its own buffer and is not affected either way.
+system call.  uvloop reads into its own buffer and is not affected either way.  (The
+listener now reads its sockets itself, UDP 64 KiB at a time, which needs none of this, and
+Unix datagrams 256 KiB at a time, which does: ``gateway.listener``.)
 
 ``tune_allocator`` does that once, at start-up, on glibc only (musl and macOS: nothing).
 It leaves the allocator alone when ``GATEWAY_MALLOC_TUNING=0`` (a diagnostic, to measure

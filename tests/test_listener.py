@@ -7,7 +7,11 @@ driven directly, as ``DrainingTransport`` and asyncio-dgram's stream drive it.
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
+import os
 import socket
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -189,3 +193,74 @@ def test_a_closed_stream_raises_transport_closed(bound: socket.socket) -> None:
             await listener._stream.recv()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_a_datagram_read_as_the_drain_times_out_is_still_handed_on(
+    bound: socket.socket, loop: str
+) -> None:
+    """The loop is held past both drain's idle timeout and a send: the read that follows
+    puts the datagram into the inbox after the wait has given up its get()."""
+    seen = Batches()
+
+    async def scenario() -> None:
+        running = asyncio.get_running_loop()
+        listener = DatagramListener("udp", bound, seen, SystemClock())
+        await listener.open()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            draining = asyncio.create_task(listener.drain(idle=0.05))
+            await asyncio.sleep(0)  # drain now waits for a datagram, up to 50 ms
+            running.call_later(0.06, sender.sendto, b"late:1|c", bound.getsockname())
+            running.call_later(0.01, time.sleep, 0.1)  # holds the loop until both are due
+            await draining
+
+    LOOPS[loop](scenario())
+    assert seen.datagrams == [b"late:1|c"]
+
+
+class FailingOnce(socket.socket):
+    """A socket whose ``recv`` fails once, with ENOBUFS, on its ``fail_at``-th call."""
+
+    fail_at = 0
+    calls = 0
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise OSError(errno.ENOBUFS, os.strerror(errno.ENOBUFS))
+        return super().recv(size, flags)
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_a_read_error_is_logged_and_receiving_goes_on(
+    bound: socket.socket, loop: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    failing = FailingOnce(bound.family, bound.type, fileno=bound.detach())
+    failing.fail_at = 40
+    sent = payloads(100)
+    with caplog.at_level(logging.WARNING, logger="gateway.listener"):
+        seen = receive(loop, failing, sent, running=False)
+    failing.close()
+    assert seen.datagrams == sent  # the failed call took no datagram; none lost around it
+    assert failing.calls > len(sent)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "No buffer space" in warnings[0]
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_after_the_drain_no_reader_is_left_and_a_blocking_socket_was_made_non_blocking(
+    bound: socket.socket, loop: str
+) -> None:
+    bound.setblocking(True)
+    fd = bound.fileno()
+
+    async def scenario() -> tuple[bool, bool]:
+        listener = DatagramListener("udp", bound, Batches(), SystemClock())
+        await listener.open()
+        blocking = bound.getblocking()
+        await listener.drain(idle=0.01)
+        return blocking, asyncio.get_running_loop().remove_reader(fd)
+
+    blocking, reader_was_left = LOOPS[loop](scenario())
+    assert not blocking
+    assert not reader_was_left
