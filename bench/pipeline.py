@@ -19,6 +19,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 
 # Measure the checkout this file is in, not whichever copy of ``gateway`` is installed.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -138,6 +139,11 @@ def time_churn_close(series_lines: list[bytes]) -> tuple[float, float, float]:
     return closed, sum(slices), max(slices)
 
 
+def medians(runs: Sequence[tuple[float, ...]]) -> list[float]:
+    """The median of each figure over the repeats (``runs``: one tuple per repeat)."""
+    return [statistics.median(figure) for figure in zip(*runs, strict=True)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--series", type=int, default=10_000)
@@ -158,8 +164,7 @@ def main() -> None:
     for name, datagrams in shapes.items():
         for size in args.batch:
             runs = [time_intake(datagrams, args.seconds, size) for _ in range(args.repeat)]
-            per_line = statistics.median(r[0] for r in runs)
-            per_datagram = statistics.median(r[1] for r in runs)
+            per_line, per_datagram = medians(runs)
             print(
                 f"{name:24s} batch {size:>5} parse+add: {per_line * 1e6:6.2f} us/line  "
                 f"{per_datagram * 1e6:7.2f} us/datagram  = {1 / per_line / 1e6:5.2f} M lines/s "
@@ -168,19 +173,17 @@ def main() -> None:
     if args.intake_only:
         return
     closes = [time_close(pool) for _ in range(args.repeat)]
-    close_only = statistics.median(c[0] for c in closes)
-    seconds = statistics.median(c[1] for c in closes)
+    close_only, seconds, bodies = medians(closes)
     print(
-        f"close one window of {args.series} series -> points -> {closes[0][2]} bodies: "
+        f"close one window of {args.series} series -> points -> {bodies:.0f} bodies: "
         f"{seconds * 1e3:.0f} ms ({seconds / args.series * 1e6:.1f} us/series), "
         f"of which Aggregator.close (intake waits) {close_only * 1e3:.0f} ms"
     )
-    churns = [time_churn_close(pool) for _ in range(args.repeat)]
+    closed, evicting, longest = medians([time_churn_close(pool) for _ in range(args.repeat)])
     print(
         f"close after which all {args.series} series are idle: Aggregator.close "
-        f"{statistics.median(c[0] for c in churns) * 1e3:.0f} ms, then evicting the rest "
-        f"{statistics.median(c[1] for c in churns) * 1e3:.0f} ms in slices of {EVICT_SLICE} "
-        f"(longest {statistics.median(c[2] for c in churns) * 1e3:.1f} ms)"
+        f"{closed * 1e3:.0f} ms, then evicting the rest {evicting * 1e3:.0f} ms in slices of "
+        f"{EVICT_SLICE} (longest {longest * 1e3:.1f} ms)"
     )
 
 
