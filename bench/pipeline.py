@@ -5,10 +5,10 @@
 
 Builds packed (~1,400-byte, ~35-line) datagrams and single-line datagrams over N series
 (mixed counters with rates, gauges, timers, sets, DogStatsD tags), then times
-``Parser.parse`` and ``Aggregator.add`` on batches of the listener's size (1,024 datagrams,
-or each size of ``--batch``), and the closing of a window with N series (snapshot, points,
-bodies; and ``Aggregator.close`` alone, the part intake has to wait for), also when every
-series goes idle at that close.  Prints medians.
+``Parser.parse`` and ``Aggregator.add`` on batches of the listener's size
+(``MAX_BATCH_DATAGRAMS``, or each size of ``--batch``), and the closing of a window with
+N series (snapshot, points, bodies; and ``Aggregator.close`` alone, the part intake has to
+wait for), also when every series goes idle at that close.  Prints medians.
 """
 
 from __future__ import annotations
