@@ -94,7 +94,7 @@ def test_every_datagram_reaches_on_batch_in_the_order_it_was_sent(
     sent = payloads(5000)
     seen = receive(loop, bound, sent, running=True)
     assert seen.datagrams == sent
-    assert len(seen.batches) >= len(sent) // MAX_BATCH_DATAGRAMS
+    assert max(map(len, seen.batches)) <= MAX_BATCH_DATAGRAMS + READS_PER_WAKEUP
 
 
 @pytest.mark.parametrize("loop", sorted(LOOPS))
@@ -102,7 +102,8 @@ def test_a_burst_is_cut_into_batches_near_the_limit(loop: str) -> None:
     """Everything is in the socket before the loop reads: batches are cut at the limit (or
     earlier, by the 10 ms timer), never later than one wake-up past it."""
     sent = payloads(2 * MAX_BATCH_DATAGRAMS + 500)  # about 7 MB of receive buffer
-    sock, _ = open_udp_socket(Address("127.0.0.1", 0), 16 << 20)
+    sock, granted = open_udp_socket(Address("127.0.0.1", 0), 16 << 20)
+    assert granted >= 8 << 20, "needs SO_RCVBUFFORCE (root) or net.core.rmem_max >= 8 MiB"
     with sock:
         seen = receive(loop, sock, sent, running=False)
     assert seen.datagrams == sent
