@@ -37,19 +37,13 @@ from gateway.delivery import Delivery
 from gateway.encoder import encode, give_way, in_slices
 from gateway.health import HealthServer
 from gateway.intake import Intake
-from gateway.listener import (
-    DatagramListener,
-    any_pending,
-    kernel_drops,
-    open_udp_socket,
-    open_unix_socket,
-    stop_receiving,
-)
+from gateway.listener import DatagramListener, any_pending, stop_receiving
 from gateway.metrics import GatewayMetrics
 from gateway.points import BuildResult, PointBuilder
 from gateway.pool import Cardinality, WorkerPool
 from gateway.rules import Limits
 from gateway.sinks import Sink
+from gateway.sockets import kernel_drops, open_udp_socket, open_unix_socket
 from gateway.spool import Spool, SpoolError
 from gateway.window import WindowSnapshot
 from gateway.window_state import AggregatorState

@@ -32,10 +32,10 @@ from multiprocessing.process import BaseProcess
 from gateway.clock import Clock
 from gateway.config import Settings
 from gateway.errors import StartupError
-from gateway.listener import kernel_drops, open_udp_socket, open_unix_socket, probe_udp_port
 from gateway.merge import Merger
 from gateway.metrics import GatewayMetrics
 from gateway.options import Address
+from gateway.sockets import kernel_drops, open_udp_socket, open_unix_socket, probe_udp_port
 from gateway.window import WindowSnapshot
 from gateway.workers import STOP, Closed, Done, Message, Progress, Ready, worker_main
 

@@ -18,9 +18,10 @@ from gateway.app import Gateway
 from gateway.clock import SystemClock
 from gateway.config import Settings
 from gateway.encoder import INTAKE_SHARE_CATCHING_UP, INTAKE_SHARE_MAX
-from gateway.listener import INTAKE_PAUSE, DatagramListener, open_udp_socket
+from gateway.listener import INTAKE_PAUSE, DatagramListener
 from gateway.options import Address
 from gateway.sinks import StdoutSink
+from gateway.sockets import open_udp_socket
 from tests.clocks import FakeClock
 
 

@@ -26,10 +26,10 @@ from gateway.listener import (
     READS_PER_WAKEUP,
     DatagramInbox,
     DatagramListener,
-    open_udp_socket,
     stop_receiving,
 )
 from gateway.options import Address
+from gateway.sockets import open_udp_socket
 
 LOOPS: dict[str, Callable[[Awaitable[Any]], Any]] = {"asyncio": asyncio.run, "uvloop": uvloop.run}
 
