@@ -19,6 +19,7 @@ import os
 import socket
 import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +35,14 @@ def open_unix_socket(path: str, mode: int, rcvbuf: int) -> tuple[socket.socket, 
     """A non-blocking Unix datagram socket bound at ``path`` with permissions ``mode``."""
     _remove_stale_socket(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    try:
+
+    def bind() -> int:
         granted = _enlarge_receive_buffer(sock, rcvbuf, "unix")
         sock.bind(path)
         os.chmod(path, mode)
-    except OSError as exc:
-        sock.close()
-        raise StartupError(f"--unix {path}: cannot bind: {exc.strerror or exc}") from None
-    sock.setblocking(False)
-    return sock, granted
+        return granted
+
+    return _bound(sock, f"--unix {path}", bind)
 
 
 def _remove_stale_socket(path: str) -> None:
@@ -76,14 +76,25 @@ def open_udp_socket(
     """
     family, sockaddr = _resolve(address)
     sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
+
+    def bind() -> int:
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         granted = _enlarge_receive_buffer(sock, rcvbuf, "udp")
         sock.bind(sockaddr)
+        return granted
+
+    return _bound(sock, f"--udp {address}", bind)
+
+
+def _bound(sock: socket.socket, option: str, bind: Callable[[], int]) -> tuple[socket.socket, int]:
+    """``sock`` after ``bind()`` (which returns the receive buffer granted), non-blocking;
+    on an OSError the socket is closed and the option named in a StartupError."""
+    try:
+        granted = bind()
     except OSError as exc:
         sock.close()
-        raise StartupError(f"--udp {address}: cannot bind: {exc.strerror or exc}") from None
+        raise StartupError(f"{option}: cannot bind: {exc.strerror or exc}") from None
     sock.setblocking(False)
     return sock, granted
 
